@@ -1,0 +1,97 @@
+"""Adapters: downsample the concatenated encoder features into audio tokens.
+
+Both take ``(feats [B, T, D], lens [B])`` and return ``(tokens [B, N, H], token_lens)``;
+the AudioLLM then projects ``H`` to the LLM width (``proj(adapter(z))`` in the paper).
+
+* :class:`LinearDownsampleAdapter` — Linear + GELU to a fixed number of tokens
+  (paper Sec. IV-B: 100 tokens).
+* :class:`ConvAdapter` — Conv1D with kernel = stride = 8 (paper Sec. V-C).
+
+In YAML both are given as ``!name:`` partials: the AudioLLM supplies ``input_dim``,
+which depends on the base encoder and the mixture.
+
+Example
+-------
+>>> import torch
+>>> adapter = LinearDownsampleAdapter(input_dim=6, output_dim=4, num_tokens=5)
+>>> tokens, lens = adapter(torch.randn(2, 40, 6), torch.tensor([40, 17]))
+>>> tokens.shape, lens.tolist()
+(torch.Size([2, 5, 4]), [5, 5])
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mowe.mixture import align_time
+
+
+class LinearDownsampleAdapter(nn.Module):
+    """Linear + GELU downsampling to ``num_tokens`` audio tokens.
+
+    Each clip's valid frames are resampled (linear interpolation) to
+    ``num_tokens * frames_per_token`` frames, each group of ``frames_per_token``
+    consecutive frames is stacked, and Linear + GELU maps the stack to one token.
+    With Whisper's 1500 frames, 100 tokens and 15 frames per token the resampling is
+    the identity and this is the plain "stack 15 frames + Linear + GELU" adapter.
+
+    Arguments
+    ---------
+    input_dim : int
+        Feature size D of the encoder features.
+    output_dim : int
+        Token size H.
+    num_tokens : int
+        Audio tokens per clip (paper: 100).
+    frames_per_token : int
+        Frames stacked into one token.
+    """
+
+    def __init__(self, input_dim, output_dim=512, num_tokens=100, frames_per_token=15):
+        super().__init__()
+        self.num_tokens = int(num_tokens)
+        self.frames_per_token = int(frames_per_token)
+        self.output_dim = output_dim
+        self.linear = nn.Linear(input_dim * self.frames_per_token, output_dim)
+
+    def forward(self, feats, lens):
+        batch = feats.shape[0]
+        frames = self.num_tokens * self.frames_per_token
+        target = torch.full_like(lens, frames)
+        resampled = align_time(feats, lens, target, frames)
+        stacked = resampled.reshape(batch, self.num_tokens, -1)
+        return F.gelu(self.linear(stacked)), target.new_full((batch,), self.num_tokens)
+
+
+class ConvAdapter(nn.Module):
+    """Conv1D downsampling with kernel = stride (paper Sec. V-C: 8), then GELU.
+
+    A clip of ``n`` valid frames gives ``ceil(n / stride)`` tokens; frames past its end
+    are zeroed first so a clip's tokens do not depend on its batch-mates.
+
+    Arguments
+    ---------
+    input_dim : int
+        Feature size D.
+    output_dim : int
+        Token size H.
+    stride : int
+        Kernel size and stride.
+    """
+
+    def __init__(self, input_dim, output_dim=512, stride=8):
+        super().__init__()
+        self.stride = int(stride)
+        self.output_dim = output_dim
+        self.conv = nn.Conv1d(input_dim, output_dim, kernel_size=self.stride,
+                              stride=self.stride)
+
+    def forward(self, feats, lens):
+        frames = feats.shape[1]
+        valid = torch.arange(frames, device=feats.device).unsqueeze(0) < lens.unsqueeze(1)
+        feats = feats * valid.unsqueeze(-1).to(feats.dtype)
+        padded = -(-frames // self.stride) * self.stride
+        feats = F.pad(feats, (0, 0, 0, padded - frames))
+        tokens = F.gelu(self.conv(feats.transpose(1, 2))).transpose(1, 2)
+        token_lens = torch.div(lens + self.stride - 1, self.stride, rounding_mode="floor")
+        return tokens, token_lens.clamp_min(1)

@@ -1,0 +1,274 @@
+"""Audio encoders behind one interface: ``(wav, wav_lens) -> (feats [B, T, D], feat_lens)``.
+
+``wav`` is ``[B, S]`` 16 kHz audio, ``wav_lens`` the relative lengths SpeechBrain's
+``PaddedBatch`` produces; ``feat_lens`` is a ``[B]`` long tensor of valid frames.
+Every encoder exposes ``output_dim`` and a ``freeze`` flag.
+
+* :class:`WhisperEncoder` — any Hugging Face Whisper checkpoint through SpeechBrain's
+  Whisper lobe, padded to 30 s like the paper or, cheaper, unpadded (the positional
+  table sliced to the clip's frames, padding frames masked out of the attention).
+* :class:`SSLEncoder` — HuBERT / WavLM / wav2vec2 through SpeechBrain's lobes.
+* :class:`SmallEncoder` — filterbanks + conv subsampling + a few transformer layers,
+  trained from scratch: the weak encoder of offline configurations.
+
+Example
+-------
+>>> import torch
+>>> encoder = SmallEncoder(d_model=32, num_layers=1, num_heads=2)
+>>> feats, lens = encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+>>> feats.shape, lens.tolist()
+(torch.Size([2, 26, 32]), [26, 13])
+"""
+
+import logging
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+
+def absolute_lengths(wav, wav_lens):
+    """Relative lengths -> number of valid samples per row (long tensor)."""
+    if wav_lens is None:
+        return torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long, device=wav.device)
+    return torch.round(wav_lens * wav.shape[1]).long().clamp(1, wav.shape[1])
+
+
+def frame_mask(lengths, frames):
+    """``[B, frames]`` bool mask, True on valid frames."""
+    return torch.arange(frames, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+class AudioEncoder(nn.Module):
+    """Base class: freezing and the shared interface."""
+
+    output_dim = None
+
+    def __init__(self, freeze=False):
+        super().__init__()
+        self.freeze = freeze
+
+    def apply_freeze(self):
+        """Stop gradients into every parameter when ``freeze`` is set."""
+        if self.freeze:
+            for parameter in self.parameters():
+                parameter.requires_grad_(False)
+
+    def forward(self, wav, wav_lens):
+        if self.freeze:
+            with torch.no_grad():
+                return self.encode(wav, wav_lens)
+        return self.encode(wav, wav_lens)
+
+    def encode(self, wav, wav_lens):
+        """Subclasses: return ``(feats, feat_lens)``."""
+        raise NotImplementedError
+
+
+class WhisperEncoder(AudioEncoder):
+    """The encoder of a Hugging Face Whisper checkpoint (hub id or local directory).
+
+    Arguments
+    ---------
+    source : str
+        Hub id (``openai/whisper-large-v3``) or local directory.
+    save_path : str
+        Cache folder for SpeechBrain's lobe.
+    pad_to_30s : bool
+        True: pad/trim every clip to 30 s as Whisper was trained (the paper's setup).
+        False: encode only the clip's own frames (positional table sliced, padding
+        frames masked): several times cheaper for short clips.
+    freeze : bool
+        Keep the encoder's weights fixed.
+    """
+
+    def __init__(self, source, save_path, pad_to_30s=False, freeze=False):
+        super().__init__(freeze=freeze)
+        # Imported here so that the rest of the library works without the lobe's deps.
+        from speechbrain.integrations.huggingface.whisper import Whisper
+
+        self.lobe = Whisper(source, save_path, encoder_only=True, freeze=False)
+        self.encoder = self.lobe.model.encoder
+        self.pad_to_30s = pad_to_30s
+        self.output_dim = self.encoder.config.d_model
+        self.max_mel_frames = (
+            self.encoder.config.max_source_positions
+            * self.encoder.conv1.stride[0] * self.encoder.conv2.stride[0]
+        )
+        self.hop_length = self.lobe._hop_length
+        self.apply_freeze()
+
+    def log_mel(self, wav):
+        """Log-mel of one clip, normalised with the clip's own maximum.
+
+        SpeechBrain's ``log_mel_spectrogram`` takes the maximum over the whole batch,
+        which makes a clip's features depend on its batch-mates; Whisper (and batched
+        decoding that must equal one-by-one decoding) needs it per clip.
+        """
+        return self.lobe.log_mel_spectrogram(wav.unsqueeze(0))[0]
+
+    def encode(self, wav, wav_lens):
+        lengths = absolute_lengths(wav, wav_lens)
+        mel_lens = torch.clamp(lengths // self.hop_length, min=1, max=self.max_mel_frames)
+        mels = []
+        for row, length in zip(wav, lengths.tolist()):
+            clip = row[:length]
+            if self.pad_to_30s:
+                clip = self.lobe.pad_or_trim(clip)
+            mels.append(self.log_mel(clip)[:, : self.max_mel_frames])
+        feat_lens = torch.div(mel_lens + 1, 2, rounding_mode="floor")
+        if self.pad_to_30s:
+            feats = self.encoder(torch.stack(mels)).last_hidden_state
+            return feats, feat_lens
+        frames = max(m.shape[-1] for m in mels)
+        mel = torch.stack([F.pad(m, (0, frames - m.shape[-1])) for m in mels])
+        return self._encode_unpadded(mel, mel_lens, feat_lens), feat_lens
+
+    def _encode_unpadded(self, mel, mel_lens, feat_lens):
+        """Whisper's encoder forward on clips shorter than 30 s.
+
+        transformers' ``WhisperEncoder.forward`` refuses any input but 3000 mel
+        frames, so its steps are repeated here on the slice of the positional table
+        the clip needs. Frames past a clip's end are zeroed after the first conv and
+        masked as attention keys so that a clip encodes the same alone or batched.
+        """
+        enc = self.encoder
+        hidden = F.gelu(enc.conv1(mel))
+        hidden = hidden * frame_mask(mel_lens, hidden.shape[-1]).unsqueeze(1).to(hidden.dtype)
+        hidden = F.gelu(enc.conv2(hidden)).permute(0, 2, 1)
+        frames = hidden.shape[1]
+        hidden = hidden + enc.embed_positions.weight[:frames].to(hidden.dtype)
+        hidden = F.dropout(hidden, p=enc.dropout, training=self.training)
+        valid = frame_mask(feat_lens, frames)
+        attention_mask = torch.zeros(valid.shape, dtype=hidden.dtype, device=hidden.device)
+        attention_mask = attention_mask.masked_fill(~valid, torch.finfo(hidden.dtype).min)
+        attention_mask = attention_mask[:, None, None, :]
+        for layer in enc.layers:
+            if self.training and enc.layerdrop > 0 and torch.rand([]) < enc.layerdrop:
+                continue
+            out = layer(hidden, attention_mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return enc.layer_norm(hidden)
+
+
+class SSLEncoder(AudioEncoder):
+    """HuBERT, WavLM or wav2vec2 through SpeechBrain's Hugging Face lobes.
+
+    Arguments
+    ---------
+    source : str
+        Hub id (``facebook/hubert-base-ls960``) or local directory.
+    save_path : str
+        Cache folder for the lobe.
+    kind : str
+        ``"hubert"``, ``"wavlm"`` or ``"wav2vec2"``.
+    freeze : bool
+        Keep all weights fixed.
+    freeze_feature_extractor : bool
+        Keep only the convolutional feature extractor fixed.
+    """
+
+    def __init__(self, source, save_path, kind="hubert", freeze=False,
+                 freeze_feature_extractor=True):
+        super().__init__(freeze=freeze)
+        if kind == "hubert":
+            from speechbrain.integrations.huggingface.hubert import HuBERT as Lobe
+        elif kind == "wavlm":
+            from speechbrain.integrations.huggingface.wavlm import WavLM as Lobe
+        elif kind == "wav2vec2":
+            from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2 as Lobe
+        else:
+            raise ValueError(f"unknown SSL encoder kind {kind!r}: use hubert, wavlm or wav2vec2")
+        self.lobe = Lobe(source, save_path, freeze=False,
+                         freeze_feature_extractor=freeze_feature_extractor)
+        self.output_dim = self.lobe.model.config.hidden_size
+        self.apply_freeze()
+
+    def encode(self, wav, wav_lens):
+        lengths = absolute_lengths(wav, wav_lens)
+        feats = self.lobe(wav, wav_lens)
+        feat_lens = self.lobe.model._get_feat_extract_output_lengths(lengths).long()
+        return feats, feat_lens.clamp(1, feats.shape[1])
+
+
+class SmallEncoder(AudioEncoder):
+    """A small encoder trained from scratch: fbanks -> 2 strided convs -> transformer.
+
+    About 0.1-2 M parameters at the default sizes: "weak" next to Whisper. The two
+    stride-2 convolutions give 40 ms frames.
+
+    Arguments
+    ---------
+    n_mels : int
+        Filterbank channels.
+    d_model : int
+        Width (= ``output_dim``).
+    num_layers : int
+        Transformer layers.
+    num_heads : int
+        Attention heads.
+    ffn_dim : int, optional
+        Feed-forward width (default ``4 * d_model``).
+    dropout : float
+        Dropout in the transformer layers.
+    freeze : bool
+        Keep the weights fixed.
+    """
+
+    def __init__(self, n_mels=40, d_model=128, num_layers=2, num_heads=4, ffn_dim=None,
+                 dropout=0.1, freeze=False):
+        super().__init__(freeze=freeze)
+        from speechbrain.lobes.features import Fbank
+
+        self.fbank = Fbank(sample_rate=SAMPLE_RATE, n_mels=n_mels)
+        self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, padding=1)
+        layer = nn.TransformerEncoderLayer(
+            d_model, num_heads, ffn_dim or 4 * d_model, dropout, batch_first=True,
+            norm_first=True,
+        )
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.output_dim = d_model
+        self.apply_freeze()
+
+    @staticmethod
+    def _conv_lens(lens):
+        return torch.div(lens + 1, 2, rounding_mode="floor")
+
+    def encode(self, wav, wav_lens):
+        lengths = absolute_lengths(wav, wav_lens)
+        # Filterbanks per clip: the STFT's edge padding would otherwise see the
+        # batch's zero padding and make a clip's last frames depend on its batch-mates.
+        fbanks = [self.fbank(row[:length].unsqueeze(0))[0]
+                  for row, length in zip(wav, lengths.tolist())]
+        fbank_lens = torch.tensor([f.shape[0] for f in fbanks], device=wav.device)
+        frames = int(fbank_lens.max())
+        hidden = torch.stack([F.pad(f, (0, 0, 0, frames - f.shape[0])) for f in fbanks])
+        hidden = hidden.transpose(1, 2)  # [B, n_mels, T]
+        lens = fbank_lens
+        for conv in (self.conv1, self.conv2):
+            hidden = F.gelu(conv(hidden))
+            lens = self._conv_lens(lens)
+            hidden = hidden * frame_mask(lens, hidden.shape[-1]).unsqueeze(1).to(hidden.dtype)
+        hidden = hidden.transpose(1, 2)
+        hidden = hidden + SmallEncoder._sinusoids(hidden.shape[1], hidden.shape[2], hidden)
+        padding = ~frame_mask(lens, hidden.shape[1])
+        hidden = self.transformer(hidden, src_key_padding_mask=padding)
+        hidden = self.norm(hidden) * (~padding).unsqueeze(-1).to(hidden.dtype)
+        return hidden, lens
+
+    @staticmethod
+    def _sinusoids(frames, dim, like):
+        position = torch.arange(frames, device=like.device, dtype=like.dtype).unsqueeze(1)
+        scale = torch.exp(torch.arange(0, dim, 2, device=like.device, dtype=like.dtype)
+                          * (-math.log(10000.0) / dim))
+        table = torch.zeros(frames, dim, device=like.device, dtype=like.dtype)
+        table[:, 0::2] = torch.sin(position * scale)
+        table[:, 1::2] = torch.cos(position * scale[: dim // 2])
+        return table.unsqueeze(0)

@@ -1,0 +1,243 @@
+"""AudioLLM: base encoder ⊕ MoWE -> adapter -> projection -> LLM (with LoRA).
+
+``z = E_base(a) ⊕_f MoWE(a)`` is downsampled by the adapter and projected to the
+LLM width. The LLM sees, for each sample, its chat template around one user turn
+``<audio tokens>\\n<instruction>`` followed, in training, by the answer and the end
+token; the next-token loss counts the answer tokens only.
+
+Sequences are assembled per sample (audio tokens of different clips may differ in
+number), right-padded for training and left-padded for generation, so that a batch
+decodes exactly as its samples would one by one.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class AudioLLMOutput:
+    """Training-time result of :meth:`AudioLLM.forward`.
+
+    Attributes
+    ----------
+    next_token_loss : torch.Tensor
+        Mean cross-entropy over answer tokens.
+    mowe_loss : torch.Tensor
+        L_MoWE (0 without a mixture).
+    mowe_loss_parts : dict
+        Named parts of L_MoWE.
+    selected : torch.Tensor or None
+        ``[B, n_routers]`` weak encoder chosen per router.
+    num_answer_tokens : int
+        Tokens the loss was averaged over.
+    """
+
+    next_token_loss: torch.Tensor
+    mowe_loss: torch.Tensor
+    mowe_loss_parts: dict = field(default_factory=dict)
+    selected: torch.Tensor = None
+    num_answer_tokens: int = 0
+
+
+def _build(component, **kwargs):
+    """Instantiate a ``!name:`` partial from YAML, or pass a built module through."""
+    if component is None or isinstance(component, nn.Module):
+        return component
+    return component(**kwargs)
+
+
+class AudioLLM(nn.Module):
+    """The multitask audio LLM of the MoWE paper.
+
+    Arguments
+    ---------
+    base_encoder : mowe.encoders.AudioEncoder
+        The strong encoder (e.g. Whisper).
+    llm : mowe.llm.LanguageModel
+        The LLM with its tokenizer (and LoRA).
+    adapter : callable or nn.Module
+        Adapter, or a factory taking ``input_dim`` (``!name:`` in YAML).
+    mixture : callable or nn.Module, optional
+        The MoWE, or a factory taking ``base_dim``; ``None`` gives the base-only
+        baseline.
+    system_prompt : str, optional
+        A system turn put before the user turn.
+    audio_placeholder : str
+        Marker replaced by the audio tokens inside the chat template.
+
+    Example
+    -------
+    See ``tests/test_model.py``: the model is normally built from
+    ``recipes/conf/model/audio_llm.yaml``.
+    """
+
+    def __init__(self, base_encoder, llm, adapter, mixture=None, system_prompt=None,
+                 audio_placeholder="<|mowe_audio|>"):
+        super().__init__()
+        self.base_encoder = base_encoder
+        self.mixture = _build(mixture, base_dim=base_encoder.output_dim)
+        feature_dim = base_encoder.output_dim + (self.mixture.output_dim if self.mixture else 0)
+        self.adapter = _build(adapter, input_dim=feature_dim)
+        self.llm = llm
+        self.projection = nn.Linear(self.adapter.output_dim, llm.hidden_size)
+        self.system_prompt = system_prompt
+        self.audio_placeholder = audio_placeholder
+        self._prompt_cache = {}
+
+    @property
+    def tokenizer(self):
+        """The LLM's tokenizer."""
+        return self.llm.tokenizer
+
+    # ---------------------------------------------------------------- audio side
+    def encode_audio(self, wav, wav_lens):
+        """Audio -> LLM-width audio tokens.
+
+        Returns
+        -------
+        embeds : torch.Tensor
+            ``[B, N, H_llm]`` audio tokens.
+        token_lens : torch.Tensor
+            ``[B]`` valid tokens per clip.
+        mowe : mowe.mixture.MoWEOutput or None
+        """
+        z_base, base_lens = self.base_encoder(wav, wav_lens)
+        mowe = None
+        feats = z_base
+        if self.mixture is not None:
+            mowe = self.mixture(wav, wav_lens, z_base, base_lens)
+            feats = torch.cat([z_base, mowe.features.to(z_base.dtype)], dim=-1)
+        tokens, token_lens = self.adapter(feats, base_lens)
+        return self.projection(tokens), token_lens, mowe
+
+    # ----------------------------------------------------------------- text side
+    def prompt_ids(self, instruction):
+        """Token ids before and after the audio inside the chat template."""
+        cached = self._prompt_cache.get(instruction)
+        if cached is not None:
+            return cached
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user",
+                         "content": f"{self.audio_placeholder}\n{instruction}"})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+        prefix, suffix = text.split(self.audio_placeholder, 1)
+        ids = (self.tokenizer(prefix, add_special_tokens=False).input_ids,
+               self.tokenizer(suffix, add_special_tokens=False).input_ids)
+        if len(self._prompt_cache) < 100_000:
+            self._prompt_cache[instruction] = ids
+        return ids
+
+    def answer_ids(self, answer):
+        """Answer token ids followed by the end-of-sequence token."""
+        ids = self.tokenizer(answer, add_special_tokens=False).input_ids
+        return ids + [self.tokenizer.eos_token_id]
+
+    def _embed(self, ids, device):
+        table = self.llm.embed_tokens
+        return table(torch.tensor(ids, dtype=torch.long, device=device))
+
+    def assemble(self, audio, token_lens, instructions, answers=None, padding_side="right"):
+        """Build LLM inputs: prompt prefix, audio tokens, prompt suffix [, answer].
+
+        Returns
+        -------
+        inputs_embeds : torch.Tensor
+            ``[B, L, H]``.
+        attention_mask : torch.Tensor
+            ``[B, L]``.
+        labels : torch.Tensor or None
+            ``[B, L]`` answer token ids, ``-100`` elsewhere (only with ``answers``).
+        """
+        device = audio.device
+        dtype = self.llm.embed_tokens.weight.dtype
+        rows, label_rows = [], []
+        for index, instruction in enumerate(instructions):
+            prefix, suffix = self.prompt_ids(instruction)
+            clip = audio[index, : int(token_lens[index])].to(dtype)
+            parts = [self._embed(prefix, device), clip, self._embed(suffix, device)]
+            labels = [IGNORE_INDEX] * (len(prefix) + clip.shape[0] + len(suffix))
+            if answers is not None:
+                answer = self.answer_ids(answers[index])
+                parts.append(self._embed(answer, device))
+                labels += answer
+            rows.append(torch.cat(parts))
+            label_rows.append(labels)
+        length = max(row.shape[0] for row in rows)
+        embeds = audio.new_zeros(len(rows), length, rows[0].shape[1], dtype=dtype)
+        mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
+        labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long, device=device)
+        for index, (row, row_labels) in enumerate(zip(rows, label_rows)):
+            span = slice(length - row.shape[0], length) if padding_side == "left" \
+                else slice(0, row.shape[0])
+            embeds[index, span] = row
+            mask[index, span] = 1
+            labels[index, span] = torch.tensor(row_labels, device=device)
+        return embeds, mask, (labels if answers is not None else None)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, wav, wav_lens, instructions, answers):
+        """Next-token loss on the answers, plus the routing loss.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            ``[B, S]`` 16 kHz audio.
+        wav_lens : torch.Tensor
+            ``[B]`` relative lengths.
+        instructions, answers : list of str
+
+        Returns
+        -------
+        AudioLLMOutput
+        """
+        audio, token_lens, mowe = self.encode_audio(wav, wav_lens)
+        embeds, mask, labels = self.assemble(audio, token_lens, instructions, answers)
+        out = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        if mowe is None:
+            return AudioLLMOutput(out.loss, out.loss.new_zeros(()),
+                                  num_answer_tokens=int((labels != IGNORE_INDEX).sum()))
+        return AudioLLMOutput(out.loss, mowe.loss, mowe.loss_parts, mowe.selected,
+                              int((labels != IGNORE_INDEX).sum()))
+
+    # ---------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, wav, wav_lens, instructions, max_new_tokens=64, return_selected=False,
+                 **generate_kwargs):
+        """Greedy (by default) answers for a batch, left-padded.
+
+        Arguments
+        ---------
+        wav, wav_lens : torch.Tensor
+            Audio batch.
+        instructions : list of str
+        max_new_tokens : int
+        return_selected : bool
+            Also return the ``[B, n_routers]`` routing selections (or None).
+        **generate_kwargs
+            Passed to transformers' ``generate`` (e.g. ``num_beams``).
+
+        Returns
+        -------
+        list of str (and the selections when ``return_selected``)
+        """
+        audio, token_lens, mowe = self.encode_audio(wav, wav_lens)
+        embeds, mask, _ = self.assemble(audio, token_lens, instructions, padding_side="left")
+        settings = {"do_sample": False, "num_beams": 1}
+        settings.update(generate_kwargs)
+        ids = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            **settings,
+        )
+        texts = [text.strip() for text in
+                 self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        if return_selected:
+            return texts, (mowe.selected if mowe is not None else None)
+        return texts

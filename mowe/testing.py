@@ -1,0 +1,91 @@
+"""Tiny random Hugging Face models for tests, smoke checks and benchmarks.
+
+They are written with ``save_pretrained`` to a directory and loaded back through the
+same ``from_pretrained`` path as real checkpoints, so everything between the YAML spec
+and transformers is exercised without a model hub.
+
+Example
+-------
+>>> import tempfile
+>>> folder = tempfile.mkdtemp()
+>>> whisper_dir = make_tiny_whisper(folder + "/whisper")
+>>> llama_dir = make_tiny_llama(folder + "/llama")
+"""
+
+import os
+
+import torch
+
+# A small English corpus to train the byte-level BPE of the tiny LLM's tokenizer.
+_TOKENIZER_CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "transcribe the speech in this audio clip",
+    "what emotion does the speaker express neutral joy sadness anger fear surprise",
+    "how many tones do you hear in the recording yes no one two three four five",
+    "describe the sounds a dog barks while rain falls and a car passes by",
+    "answer the question about the spoken passage where did the meeting happen",
+    "high low beep noise silence click hum sweep tone music speech",
+]
+
+CHAT_TEMPLATE = (
+    "<s>{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}"
+    "</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def make_tokenizer(vocab_size=512):
+    """A byte-level BPE tokenizer (any text round-trips) with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>",
+                                   bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def make_tiny_llama(path, hidden_size=64, num_layers=2, num_heads=4, seed=0, **config):
+    """Save a random tiny ``LlamaForCausalLM`` with tokenizer to ``path``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer()
+    settings = dict(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                    intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                    num_attention_heads=num_heads, num_key_value_heads=num_heads,
+                    max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                    tie_word_embeddings=False)
+    settings.update(config)
+    model = LlamaForCausalLM(LlamaConfig(**settings))
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_tiny_whisper(path, d_model=32, layers=2, heads=2, seed=0, **config):
+    """Save a random tiny ``WhisperForConditionalGeneration`` plus feature extractor."""
+    from transformers import (WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration)
+
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=128, d_model=d_model, encoder_layers=layers,
+                    decoder_layers=layers, encoder_attention_heads=heads,
+                    decoder_attention_heads=heads, encoder_ffn_dim=2 * d_model,
+                    decoder_ffn_dim=2 * d_model, num_mel_bins=80, max_source_positions=1500,
+                    max_target_positions=64, pad_token_id=1, bos_token_id=2, eos_token_id=2,
+                    decoder_start_token_id=3)
+    settings.update(config)
+    model = WhisperForConditionalGeneration(WhisperConfig(**settings))
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=settings["num_mel_bins"]).save_pretrained(path)
+    return path

@@ -1,0 +1,31 @@
+"""Packaging for the MoWE toolkit (``pip install -e .[test]``)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mowe",
+    version="0.1.0",
+    description="Mixture of Weak Encoders (MoWE) toolkit for multitask audio LLMs",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["mowe", "mowe.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchaudio>=2.1",
+        "speechbrain>=1.0,<2",
+        "transformers>=4.45",
+        "peft>=0.12",
+        "hyperpyyaml>=1.2",
+        "sentencepiece>=0.1.99",
+        "jiwer>=3.0",
+        "soundfile>=0.12",
+        "tqdm>=4.60",
+        "numpy>=1.23",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "gguf": ["gguf>=0.10"],
+    },
+)
