@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from speechbrain.utils.checkpoints import (mark_as_loader, mark_as_saver,
+                                           register_checkpoint_hooks)
 
 IGNORE_INDEX = -100
 
@@ -50,6 +52,7 @@ def _build(component, **kwargs):
     return component(**kwargs)
 
 
+@register_checkpoint_hooks
 class AudioLLM(nn.Module):
     """The multitask audio LLM of the MoWE paper.
 
@@ -92,6 +95,35 @@ class AudioLLM(nn.Module):
     def tokenizer(self):
         """The LLM's tokenizer."""
         return self.llm.tokenizer
+
+    # --------------------------------------------------------------- checkpoints
+    def _frozen_llm_keys(self):
+        return {f"llm.{name}" for name, parameter in self.llm.named_parameters()
+                if not parameter.requires_grad}
+
+    @mark_as_saver
+    def save_checkpoint(self, path):
+        """Save everything but the LLM's frozen base weights (they come from its source).
+
+        For SmolLM2-135M this keeps a checkpoint at a few MB of LoRA + encoders +
+        adapter instead of half a GB; for an 8B LLM it is the difference that matters.
+        """
+        frozen = self._frozen_llm_keys()
+        torch.save({key: value for key, value in self.state_dict().items()
+                    if key not in frozen}, path)
+
+    @mark_as_loader
+    def load_checkpoint(self, path, end_of_epoch=False):
+        """Load a checkpoint written by :meth:`save_checkpoint`, checking its keys."""
+        state = torch.load(path, map_location="cpu")
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        absent = sorted(set(missing) - self._frozen_llm_keys())
+        if unexpected or absent:
+            raise RuntimeError(
+                f"checkpoint {path} does not fit this model spec: unexpected keys "
+                f"{unexpected[:5]}, missing keys {absent[:5]} (was it trained with "
+                "another encoder/mixture/adapter configuration?)"
+            )
 
     # ---------------------------------------------------------------- audio side
     def encode_audio(self, wav, wav_lens):

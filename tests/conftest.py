@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny random Hugging Face models saved to a temp dir, and the
+AudioLLM built from the real YAML spec through ``from_pretrained``."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_YAML = os.path.join(REPO, "recipes", "conf", "model", "audio_llm.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Paths of a tiny random Whisper and a tiny random Llama (with tokenizer)."""
+    from mowe.testing import make_tiny_llama, make_tiny_whisper
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {
+        "whisper": make_tiny_whisper(str(root / "whisper")),
+        "llama": make_tiny_llama(str(root / "llama")),
+        "cache": str(root / "cache"),
+    }
+
+
+def tiny_overrides(tiny_models, **extra):
+    """Overrides that shrink the YAML spec to the tiny models."""
+    overrides = {
+        "base_encoder_source": tiny_models["whisper"],
+        "llm_source": tiny_models["llama"],
+        "pretrained_cache": tiny_models["cache"],
+        "num_audio_tokens": 8,
+        "frames_per_token": 2,
+        "adapter_dim": 32,
+        "weak_encoder_dim": 16,
+        "weak_encoder_heads": 2,
+        "weak_encoder_layers": 1,
+        "lora_rank": 16,
+        "lora_targets": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+    }
+    overrides.update(extra)
+    return overrides
+
+
+def load_spec(tiny_models, **extra):
+    """Load the model YAML with tiny overrides; returns the hparams dict."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    with open(MODEL_YAML, encoding="utf-8") as handle:
+        return load_hyperpyyaml(handle, tiny_overrides(tiny_models, **extra))
+
+
+@pytest.fixture
+def audio_batch():
+    """Three clips of different lengths, with instructions and answers."""
+    generator = torch.Generator().manual_seed(0)
+    wav = torch.randn(3, 16000, generator=generator) * 0.1
+    wav_lens = torch.tensor([1.0, 0.6, 0.35])
+    for row, rel in zip(wav, wav_lens):
+        row[int(rel * wav.shape[1]):] = 0
+    instructions = ["Transcribe the speech.", "What emotion is expressed?", "How many tones?"]
+    answers = ["hello world", "joy", "three"]
+    return wav, wav_lens, instructions, answers
