@@ -116,13 +116,17 @@ class AudioLLM(nn.Module):
     def load_checkpoint(self, path, end_of_epoch=False):
         """Load a checkpoint written by :meth:`save_checkpoint`, checking its keys."""
         state = torch.load(path, map_location="cpu")
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        hint = "(was it trained with another encoder/mixture/adapter configuration?)"
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as error:
+            raise RuntimeError(f"checkpoint {path} does not fit this model spec {hint}: "
+                               f"{error}") from error
         absent = sorted(set(missing) - self._frozen_llm_keys())
         if unexpected or absent:
             raise RuntimeError(
-                f"checkpoint {path} does not fit this model spec: unexpected keys "
-                f"{unexpected[:5]}, missing keys {absent[:5]} (was it trained with "
-                "another encoder/mixture/adapter configuration?)"
+                f"checkpoint {path} does not fit this model spec {hint}: unexpected keys "
+                f"{unexpected[:5]}, missing keys {absent[:5]}"
             )
 
     # ---------------------------------------------------------------- audio side

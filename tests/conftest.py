@@ -21,7 +21,7 @@ def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_models")
     return {
         "whisper": make_tiny_whisper(str(root / "whisper")),
-        "llama": make_tiny_llama(str(root / "llama")),
+        "llama": make_tiny_llama(str(root / "llama"), initializer_range=0.3),
         "cache": str(root / "cache"),
     }
 
@@ -45,12 +45,17 @@ def tiny_overrides(tiny_models, **extra):
     return overrides
 
 
-def load_spec(tiny_models, **extra):
-    """Load the model YAML with tiny overrides; returns the hparams dict."""
+def load_spec(tiny_models, yaml_overrides="", **extra):
+    """Load the model YAML with tiny overrides; returns the hparams dict.
+
+    ``yaml_overrides`` is YAML text (as on a command line), for values with tags.
+    """
+    import yaml
     from hyperpyyaml import load_hyperpyyaml
 
+    overrides = yaml.safe_dump(tiny_overrides(tiny_models, **extra)) + yaml_overrides
     with open(MODEL_YAML, encoding="utf-8") as handle:
-        return load_hyperpyyaml(handle, tiny_overrides(tiny_models, **extra))
+        return load_hyperpyyaml(handle, overrides)
 
 
 @pytest.fixture

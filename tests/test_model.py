@@ -1,0 +1,190 @@
+"""The AudioLLM built from the YAML spec via the real from_pretrained path, and
+MoWEBrain training it."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile
+import speechbrain as sb
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+
+from conftest import load_spec
+from mowe.brain import MoWEBrain
+from mowe.model import IGNORE_INDEX
+
+
+def padded_batch(audio_batch, tasks=("asr", "er", "aqa")):
+    wav, wav_lens, instructions, answers = audio_batch
+    rows = []
+    for i in range(wav.shape[0]):
+        length = int(round(float(wav_lens[i]) * wav.shape[1]))
+        rows.append({"id": f"utt{i}", "sig": wav[i, :length], "task": tasks[i],
+                     "instruction": instructions[i], "answer": answers[i]})
+    return PaddedBatch(rows)
+
+
+def make_brain(model, tmp_path=None, **hparams):
+    checkpointer = None
+    if tmp_path is not None:
+        checkpointer = sb.utils.checkpoints.Checkpointer(str(tmp_path / "ckpt"),
+                                                         recoverables={"model": model})
+    settings = {"mowe_loss_weight": 0.1}
+    settings.update(hparams)
+    return MoWEBrain(modules={"model": model},
+                     opt_class=lambda params: torch.optim.Adam(params, lr=1e-2),
+                     hparams=settings, run_opts={"device": "cpu"}, checkpointer=checkpointer)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_models):
+    """A model overfitted on the fixed batch by MoWEBrain.fit_batch; and its losses."""
+    torch.manual_seed(0)
+    hparams = load_spec(tiny_models)
+    model = hparams["model"]
+    brain = make_brain(model)
+    brain.init_optimizers()
+    generator = torch.Generator().manual_seed(0)
+    wav = torch.randn(3, 16000, generator=generator) * 0.1
+    wav_lens = torch.tensor([1.0, 0.6, 0.35])
+    batch_data = (wav, wav_lens, ["Transcribe the speech.", "What emotion is expressed?",
+                                  "How many tones?"], ["hello world", "joy", "three"])
+    batch = padded_batch(batch_data)
+    losses = [float(brain.fit_batch(batch)) for _ in range(40)]
+    model.eval()
+    return model, brain, batch_data, losses
+
+
+def test_yaml_builds_the_full_model_through_from_pretrained(tiny_models):
+    hparams = load_spec(tiny_models)
+    model = hparams["model"]
+    assert type(model.base_encoder.encoder).__name__ == "WhisperEncoder"
+    assert model.mixture.num_encoders == 4 and model.mixture.router_kinds == ["indep", "dep"]
+    assert type(model.llm.model).__name__ == "PeftModelForCausalLM"
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable)
+    assert not any(n.startswith("llm.") and "lora_" not in n for n in trainable), \
+        "LLM base weights must be frozen"
+    assert any(n.startswith("base_encoder.") for n in trainable)
+    assert any(n.startswith("mixture.routers") for n in trainable)
+
+
+def test_swaps_are_overrides_only(tiny_models):
+    baseline = load_spec(tiny_models, mixture=None)["model"]
+    assert baseline.mixture is None
+    assert baseline.adapter.linear.in_features == 32 * 2  # base features only
+    ablation = load_spec(tiny_models, routers=["dep", "dep"], num_weak_encoders=2,
+                         dispatch="dense")["model"]
+    assert ablation.mixture.router_kinds == ["dep", "dep"]
+    assert ablation.mixture.num_encoders == 2 and ablation.mixture.dispatch == "dense"
+    conv = load_spec(tiny_models,
+                     yaml_overrides="adapter: !name:mowe.adapters.ConvAdapter")
+    assert type(conv["model"].adapter).__name__ == "ConvAdapter"
+    assert conv["model"].projection.in_features == 512  # ConvAdapter default width
+
+
+def test_a_few_brain_steps_lower_the_loss(trained):
+    _, _, _, losses = trained
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_loss_counts_only_answer_tokens(trained):
+    model, _, (wav, wav_lens, instructions, answers), _ = trained
+    audio, token_lens, _ = model.encode_audio(wav, wav_lens)
+    embeds, mask, labels = model.assemble(audio, token_lens, instructions, answers)
+    for row, answer in zip(labels, answers):
+        kept = row[row != IGNORE_INDEX].tolist()
+        assert kept == model.answer_ids(answer), "labels hold exactly answer + end token"
+    logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits
+    shifted = labels[:, 1:]
+    answer_positions = shifted != IGNORE_INDEX
+    manual = torch.nn.functional.cross_entropy(logits[:, :-1][answer_positions],
+                                               shifted[answer_positions])
+    out = model(wav, wav_lens, instructions, answers)
+    assert out.next_token_loss.item() == pytest.approx(manual.item(), rel=1e-5)
+    # Prompt/audio positions carry no label: changing a prompt token's label would
+    # change a loss that counted it; with IGNORE_INDEX it cannot.
+    everything = torch.nn.functional.cross_entropy(
+        logits[:, :-1][mask[:, 1:].bool()],
+        torch.where(shifted == IGNORE_INDEX, torch.zeros_like(shifted), shifted)[mask[:, 1:].bool()])
+    assert abs(everything.item() - manual.item()) > 1e-3
+
+
+def test_generate_returns_the_learned_answers(trained):
+    model, _, (wav, wav_lens, instructions, answers), _ = trained
+    texts = model.generate(wav, wav_lens, instructions, max_new_tokens=8)
+    assert all(isinstance(t, str) and t for t in texts), texts
+    assert sum(t == a for t, a in zip(texts, answers)) >= 2, texts
+
+
+def test_batched_generation_equals_one_by_one(trained):
+    model, _, (wav, wav_lens, instructions, _), _ = trained
+    batched = model.generate(wav, wav_lens, instructions, max_new_tokens=8)
+    for i in range(wav.shape[0]):
+        length = int(round(float(wav_lens[i]) * wav.shape[1]))
+        alone = model.generate(wav[i:i + 1, :length], torch.ones(1), [instructions[i]],
+                               max_new_tokens=8)
+        assert alone == [batched[i]]
+
+
+def write_manifest(folder, count, seed):
+    rng = np.random.default_rng(seed)
+    entries = {}
+    for i in range(count):
+        path = folder / f"clip{seed}_{i}.wav"
+        samples = int(rng.integers(4000, 12000))
+        soundfile.write(path, (rng.standard_normal(samples) * 0.1).astype("float32"), 16000)
+        task = ["asr", "er"][i % 2]
+        entries[f"s{seed}_{i}"] = {"wav": str(path), "duration": samples / 16000, "task": task,
+                                   "instruction": "Transcribe." if task == "asr" else "Emotion?",
+                                   "answer": "hello" if task == "asr" else "joy"}
+    path = folder / f"manifest{seed}.json"
+    path.write_text(json.dumps(entries))
+    return str(path)
+
+
+def test_brain_fit_logs_parts_routing_and_saves_small_checkpoints(tiny_models, tmp_path):
+    from mowe.data import make_dataset
+
+    torch.manual_seed(0)
+    model = load_spec(tiny_models)["model"]
+    train = make_dataset(write_manifest(tmp_path, 6, 0))
+    valid = make_dataset(write_manifest(tmp_path, 4, 1))
+    stats_file = tmp_path / "routing.json"
+    steps = []
+    brain = make_brain(model, tmp_path, routing_stats_file=str(stats_file),
+                       lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                           opt, lambda step: steps.append(step) or 1.0))
+    brain.grad_accumulation_factor = 2
+    counter = sb.utils.epoch_loop.EpochCounter(1)
+    brain.fit(counter, train, valid, train_loader_kwargs={"batch_size": 2},
+              valid_loader_kwargs={"batch_size": 2})
+    # 3 batches with accumulation 2: the scheduler steps after batches 2 only
+    # (SpeechBrain steps when step % factor == 0); plus its initial call.
+    assert len(steps) == 2
+    for stats in (brain.train_stats,):
+        assert {"loss", "next_token", "mowe", "mowe_indep_ent", "mowe_dep_ent",
+                "mowe_dep_div"} <= set(stats)
+        assert stats["loss"] == pytest.approx(stats["next_token"] + 0.1 * stats["mowe"], rel=0.05)
+    routing = json.loads(stats_file.read_text())
+    assert set(routing) == {"asr", "er"}
+    assert sum(routing["asr"]["1"].values()) == 2 and sum(routing["er"]["1"].values()) == 2
+    checkpoint = brain.checkpointer.find_checkpoint()
+    saved = torch.load(os.path.join(checkpoint.path, "model.ckpt"))
+    assert any("lora_" in key for key in saved)
+    assert not any(key.startswith("llm.") and "lora_" not in key for key in saved)
+    # The checkpoint restores the trained weights into a fresh model.
+    fresh = load_spec(tiny_models)["model"]
+    fresh.load_checkpoint(os.path.join(checkpoint.path, "model.ckpt"))
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_of_another_spec_is_rejected(tiny_models, tmp_path):
+    baseline = load_spec(tiny_models, mixture=None)["model"]
+    baseline.save_checkpoint(tmp_path / "base.ckpt")
+    mowe_model = load_spec(tiny_models)["model"]
+    with pytest.raises(RuntimeError, match="does not fit this model spec"):
+        mowe_model.load_checkpoint(tmp_path / "base.ckpt")
