@@ -36,6 +36,8 @@ class AudioLLMOutput:
         ``[B, n_routers]`` weak encoder chosen per router.
     num_answer_tokens : int
         Tokens the loss was averaged over.
+    encoder_calls : dict
+        Weak-encoder index -> samples it encoded in this batch.
     """
 
     next_token_loss: torch.Tensor
@@ -43,6 +45,7 @@ class AudioLLMOutput:
     mowe_loss_parts: dict = field(default_factory=dict)
     selected: torch.Tensor = None
     num_answer_tokens: int = 0
+    encoder_calls: dict = field(default_factory=dict)
 
 
 def _build(component, **kwargs):
@@ -240,7 +243,7 @@ class AudioLLM(nn.Module):
             return AudioLLMOutput(out.loss, out.loss.new_zeros(()),
                                   num_answer_tokens=int((labels != IGNORE_INDEX).sum()))
         return AudioLLMOutput(out.loss, mowe.loss, mowe.loss_parts, mowe.selected,
-                              int((labels != IGNORE_INDEX).sum()))
+                              int((labels != IGNORE_INDEX).sum()), mowe.calls)
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()

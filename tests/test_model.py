@@ -188,3 +188,18 @@ def test_checkpoint_of_another_spec_is_rejected(tiny_models, tmp_path):
     mowe_model = load_spec(tiny_models)["model"]
     with pytest.raises(RuntimeError, match="does not fit this model spec"):
         mowe_model.load_checkpoint(tmp_path / "base.ckpt")
+
+
+def test_selfcheck_runs_end_to_end(tmp_path, capsys):
+    from mowe.selfcheck import main
+
+    out = tmp_path / "selfcheck"
+    argv = ["--out", str(out), "--epochs", "1", "--train_per_task", "4", "--test_per_task", "3"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"pitch", "count"}
+    assert all(row["count"] == 3 and 0 <= row["accuracy"] <= 1 for row in results.values())
+    assert (out / "routing_stats.json").exists()
+    assert "self-check results" in capsys.readouterr().out
+    # A rerun resumes from the finished run's checkpoint instead of training again.
+    assert main(argv) == 0

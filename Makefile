@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` (main job) and `make test` (test suite).
+# Both set up the environment first (tools/install.sh, idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench help
+
+help:
+	@echo "make demo   install, then run the main job (see README)"
+	@echo "make test   install, then run the test suite"
+	@echo "make bench  install, then print the routing-overhead benchmark"
+
+setup:
+	bash tools/install.sh --venv $(VENV)
+
+demo: setup
+	$(PY) -m mowe.selfcheck --out exp/selfcheck
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/routing_overhead.py
