@@ -7,6 +7,12 @@ adapter to 25 tokens; batch 8 of 5 s clips; float32 on CPU (or ``--device cuda``
 Weights are random (the timing does not depend on them); the models go through
 ``save_pretrained``/``from_pretrained`` like real checkpoints.
 
+Routing is made the worst case for sparse dispatch: the data-independent router picks
+encoder 0 and the data-dependent one spreads the batch over the other encoders (what
+the diversity loss drives it to), so every sample runs two weak encoders and M=16 runs
+them on the smallest sub-batches. ``--routing learned`` keeps the random routers'
+own choices instead.
+
 Configurations are timed round-robin (one step of each per round) so that machine
 noise hits all of them alike; the median step time per configuration is used.
 
@@ -37,6 +43,8 @@ def parse_args():
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workdir", default=None, help="where to save the random models")
+    parser.add_argument("--routing", choices=["spread", "learned"], default="spread",
+                        help="force worst-case spread routing, or keep the routers' choices")
     parser.add_argument("--small_llm", action="store_true",
                         help="a 4-layer LLM instead of the 30-layer one (quick check)")
     return parser.parse_args()
@@ -52,6 +60,27 @@ def build_models(workdir, small_llm):
                             num_layers=4 if small_llm else 30, num_heads=9,
                             num_key_value_heads=3, intermediate_size=1536)
     return whisper, llama
+
+
+def spread_routing(mixture):
+    """Make ``mixture`` route worst-case: indep -> encoder 0, dep -> spread over 1..M-1."""
+    from mowe.routing import RoutingDecision
+
+    indep, dep = mixture.routers
+    with torch.no_grad():
+        indep.w_indep.copy_(torch.tensor([1.0] + [-1.0] * (mixture.num_encoders - 1)))
+    original = dep.forward
+
+    def forward(z_base, base_lens):
+        decision = original(z_base, base_lens)
+        count = mixture.num_encoders - 1
+        selected = 1 + torch.arange(z_base.shape[0], device=z_base.device) % count
+        kept = decision.probs.gather(1, selected[:, None])
+        weights = torch.zeros_like(decision.probs).scatter(1, selected[:, None], kept)
+        return RoutingDecision(decision.probs, weights, selected, decision.loss,
+                               decision.loss_parts)
+
+    dep.forward = forward
 
 
 def main():
@@ -89,6 +118,8 @@ def main():
     models = {}
     for name, mix in configs.items():
         model = AudioLLM(base, llm, adapter, mix).to(device).train()
+        if model.mixture is not None and args.routing == "spread":
+            spread_routing(model.mixture)
         trainable = [p for p in model.parameters() if p.requires_grad]
         models[name] = (model, torch.optim.AdamW(trainable, lr=1e-5))
 
@@ -143,7 +174,8 @@ def main():
 
     median = {name: statistics.median(values) for name, values in times.items()}
     print(f"device={args.device} batch={args.batch_size} clip={args.seconds}s "
-          f"rounds={args.rounds} llm_layers={4 if args.small_llm else 30}")
+          f"rounds={args.rounds} llm_layers={4 if args.small_llm else 30} "
+          f"routing={args.routing}")
     for name, value in median.items():
         run = (f", weak encoders run per sample {statistics.mean(encoders_run[name]):.2f}"
                if encoders_run[name] else "")
