@@ -276,3 +276,29 @@ def test_second_run_verifies_and_skips(converted, caplog):
     assert "Whisper already converted and verified" in caplog.text
     assert "LLM already converted and verified" in caplog.text
     assert os.path.isdir(os.path.join(out, LLM_DIRNAME))
+
+
+def test_offline_yaml_builds_the_model_on_the_converted_dirs(converted, tiny_models):
+    from hyperpyyaml import load_hyperpyyaml
+
+    from conftest import REPO
+
+    path = os.path.join(REPO, "recipes", "conf", "model", "offline.yaml")
+    out = os.path.dirname(converted["whisper"])
+    with open(path, encoding="utf-8") as handle:
+        model = load_hyperpyyaml(handle, {"pretrained_dir": out})["model"].eval()
+    assert model.base_encoder.output_dim == 384 and model.llm.hidden_size == 576
+    wav = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)) * 0.01
+    answer = model.generate(wav, torch.ones(1), ["What is the capital of France?"],
+                            max_new_tokens=8)
+    assert answer[0].strip(), "untrained audio tokens, but the real LLM still writes text"
+    from safetensors.torch import load_file
+
+    saved = load_file(os.path.join(converted["llm"], "model.safetensors"))
+    embed = model.llm.embed_tokens.weight
+    assert torch.equal(embed, saved["model.embed_tokens.weight"]), "the converted LLM is used"
+    # A different LLM is a one-line override.
+    with open(path, encoding="utf-8") as handle:
+        swapped = load_hyperpyyaml(handle, {"pretrained_dir": out,
+                                            "llm_source": tiny_models["llama"]})["model"]
+    assert swapped.llm.hidden_size == 64
