@@ -240,7 +240,7 @@ class MixtureOfWeakEncoders(nn.Module):
             # [n, R] weights of this encoder for the samples it encoded.
             sample_weights = mixing[samples, :, k].to(aligned.dtype)
             contribution = sample_weights[:, :, None, None] * aligned.unsqueeze(1)
-            mixed = mixed.index_add(0, samples, contribution)
+            mixed = mixed.index_add(0, samples, contribution.to(mixed.dtype))
         features = mixed.permute(0, 2, 1, 3).reshape(wav.shape[0], frames, self.output_dim)
         loss, parts = mowe_loss(decisions)
         return MoWEOutput(features, weights, selected, loss, parts, calls)

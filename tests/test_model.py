@@ -203,3 +203,16 @@ def test_selfcheck_runs_end_to_end(tmp_path, capsys):
     assert "self-check results" in capsys.readouterr().out
     # A rerun resumes from the finished run's checkpoint instead of training again.
     assert main(argv) == 0
+
+
+def test_brain_mixed_precision_step(tiny_models, audio_batch):
+    """SpeechBrain's bf16 autocast path runs the whole model (CPU bf16 here)."""
+    model = load_spec(tiny_models)["model"]
+    brain = MoWEBrain(modules={"model": model},
+                      opt_class=lambda params: torch.optim.Adam(params, lr=1e-3),
+                      hparams={}, run_opts={"device": "cpu", "precision": "bf16"})
+    brain.init_optimizers()
+    before = model.projection.weight.detach().clone()
+    loss = brain.fit_batch(padded_batch(audio_batch))
+    assert torch.isfinite(loss)
+    assert not torch.equal(before, model.projection.weight), "the optimizer stepped"
