@@ -1,0 +1,128 @@
+"""The offline synthetic 5-task corpus (ASR, ER, AQA, SQA, AC), deterministic by seed.
+
+Every item is made by :func:`make_item` from ``(task, split, index, seed)`` alone, so
+generation parallelises over processes and two runs with one seed write identical
+manifests and audio. Texts and scenes are assigned to splits by a hash of their
+content, so no sentence, passage or scene appears in two splits.
+
+Writes ``OUT/{split}/{task}/{id}.wav`` (16 kHz mono, 16-bit) and ``OUT/{split}.json``
+manifests in the toolkit's schema.
+"""
+
+import json
+import logging
+import os
+from multiprocessing import Pool
+
+import numpy as np
+
+from mowe.synth import scenes, speech, text
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("asr", "er", "aqa", "sqa", "ac")
+SPLITS = ("train", "valid", "test")
+# Items per task and split.
+SIZES = {
+    "tiny": {"train": 6, "valid": 2, "test": 3},
+    "small": {"train": 60, "valid": 10, "test": 20},
+    "default": {"train": 240, "valid": 20, "test": 40},
+}
+EMOTION_LABELS = tuple(speech.EMOTIONS)
+
+
+def _rng(task, split, index, seed):
+    return np.random.default_rng([seed, TASKS.index(task), SPLITS.index(split), index])
+
+
+def _instruction(task, rng):
+    pool = text.INSTRUCTIONS[task]
+    chosen = pool[int(rng.integers(len(pool)))]
+    return chosen.format(labels=", ".join(EMOTION_LABELS))
+
+
+def make_item(task, split, index, seed):
+    """Audio and fields of one item: ``(audio, instruction, answer, extra)``."""
+    rng = _rng(task, split, index, seed)
+    if task == "asr":
+        sentence = text.sentence_in_split(rng, split)
+        return speech.speak(sentence, **speech.random_voice(rng)), \
+            _instruction("asr", rng), sentence, {}
+    if task == "er":
+        sentence = text.sentence_in_split(rng, split)
+        emotion = EMOTION_LABELS[int(rng.integers(len(EMOTION_LABELS)))]
+        audio = speech.speak(sentence, **speech.emotional_voice(emotion, rng))
+        return audio, _instruction("er", rng), emotion, {"words": sentence}
+    if task == "sqa":
+        passage, question, answer = text.passage_in_split(rng, split)
+        return speech.speak(passage, **speech.random_voice(rng)), question, answer, \
+            {"passage": passage}
+    for _ in range(10000):
+        audio, events, signature = scenes.make_scene(rng)
+        if text.split_of(signature) == split:
+            break
+    else:
+        raise RuntimeError(f"no {split} scene after 10000 draws")
+    if task == "aqa":
+        question, answer = scenes.question(events, rng)
+        return audio, question, answer, {"scene": signature}
+    return audio, _instruction("ac", rng), scenes.caption(events, rng), {"scene": signature}
+
+
+def _write_item(job):
+    """Worker: make one item, write its wav, return its manifest entry."""
+    import soundfile
+
+    task, split, index, seed, out = job
+    audio, instruction, answer, extra = make_item(task, split, index, seed)
+    utt = f"{split}_{task}_{index:05d}"
+    path = os.path.join(out, split, task, f"{utt}.wav")
+    soundfile.write(path, np.clip(audio, -1, 1), speech.SAMPLE_RATE, subtype="PCM_16")
+    entry = {"wav": path, "duration": round(len(audio) / speech.SAMPLE_RATE, 4), "task": task,
+             "instruction": instruction, "answer": answer}
+    entry.update(extra)
+    return utt, entry
+
+
+def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True):
+    """Write the corpus; return ``{split: manifest path}``.
+
+    Arguments
+    ---------
+    out : str
+        Output folder.
+    size : str
+        ``tiny``, ``small`` or ``default`` (items per task: see ``SIZES``).
+    seed : int
+        Everything is a function of the seed.
+    jobs : int, optional
+        Worker processes (default: all cores).
+    progress : bool
+        Show a progress bar.
+    """
+    from tqdm import tqdm
+
+    if size not in SIZES:
+        raise ValueError(f"unknown corpus size {size!r}; choose one of {list(SIZES)}")
+    out = os.path.abspath(out)
+    work = []
+    for split in SPLITS:
+        for task in TASKS:
+            os.makedirs(os.path.join(out, split, task), exist_ok=True)
+            work += [(task, split, i, seed, out) for i in range(SIZES[size][split])]
+    manifests = {split: {} for split in SPLITS}
+    with Pool(jobs or os.cpu_count()) as pool:
+        results = pool.imap(_write_item, work, chunksize=4)
+        for (task, split, *_), (utt, entry) in tqdm(zip(work, results), total=len(work),
+                                                    desc=f"synthesizing {size} corpus",
+                                                    disable=not progress):
+            manifests[split][utt] = entry
+    paths = {}
+    for split, entries in manifests.items():
+        paths[split] = os.path.join(out, f"{split}.json")
+        tmp = paths[split] + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(entries, handle, indent=1, sort_keys=True)
+        os.replace(tmp, paths[split])
+    logger.info("wrote %s", ", ".join(f"{s}: {len(m)} items" for s, m in manifests.items()))
+    return paths
