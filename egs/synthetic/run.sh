@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# egs/synthetic: the offline 5-task recipe (ASR, ER, AQA, SQA, AC), end to end.
+#   ./run.sh [--size tiny|small|default] [--seed N] [--stage N] [--stop_stage M]
+#            [--ngpu N] [--cmd local] [--tag NAME] [--epochs N]
+set -euo pipefail
+cd "$(dirname "$0")"
+tools_dir=$(cd ../../tools && pwd)
+
+stage=0 stop_stage=6 size=default seed=1234 ngpu=0 cmd=local tag="" epochs=""
+python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
+_options="stage stop_stage size seed ngpu cmd tag epochs python"
+. "$tools_dir/parse_options.sh"
+. ./cmd.sh
+
+tag=${tag:-${size}_seed${seed}}
+pretrained_dir=$(cd ../.. && pwd)/pretrained
+data_dir=data/${size}_seed${seed}
+train_config=conf/train.yaml
+systems="baseline mowe"
+prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --seed "$seed")
+epoch_args=()
+[ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
+[ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)
+# Sets system_args: the overrides of one system (baseline = the model without MoWE).
+system_overrides() {
+  system_args=("--seed=$seed" "${epoch_args[@]}")
+  if [ "$1" = baseline ]; then system_args+=("--spec={mixture: null}"); fi
+}
+
+. ../../recipes/stages.sh

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Write RESULTS.md (a Table III-like comparison) and the routing plot of an experiment.
+
+Usage: python recipes/report.py --exp exp/TAG --systems baseline mowe
+
+Reads ``exp/TAG/<system>/scores.json`` and ``exp/TAG/<system>/hyps.jsonl``; writes
+``exp/TAG/RESULTS.md`` and ``exp/TAG/routing.png`` (share of each task's test clips the
+data-dependent router sends to each weak encoder, as in the paper's Fig. 2).
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+
+LABELS = {"wer": "WER % ↓", "accuracy": "accuracy % ↑", "f1": "token F1 % ↑"}
+
+
+def routing_shares(hyp_file):
+    """task -> {encoder: share} for the first data-dependent router, or None."""
+    counts = defaultdict(Counter)
+    with open(hyp_file, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if not row.get("selected") or "dep" not in row.get("routers", []):
+                return None
+            counts[row["task"]][row["selected"][row["routers"].index("dep")]] += 1
+    return {task: {enc: n / sum(c.values()) for enc, n in sorted(c.items())}
+            for task, c in sorted(counts.items())}
+
+
+def plot_routing(shares, path):
+    """Grouped bars: per task, the share of clips routed to each weak encoder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(shares)
+    encoders = sorted({e for s in shares.values() for e in s})
+    width = 0.8 / max(len(encoders), 1)
+    figure, axis = plt.subplots(figsize=(1.6 * len(tasks) + 2, 3.5))
+    for k, encoder in enumerate(encoders):
+        axis.bar([t + k * width for t in range(len(tasks))],
+                 [shares[task].get(encoder, 0.0) for task in tasks], width,
+                 label=f"weak encoder {encoder}")
+    axis.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], [t.upper() for t in tasks])
+    axis.set_ylabel("share of test clips")
+    axis.set_ylim(0, 1)
+    axis.set_title("Data-dependent router: encoder selected per task")
+    axis.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp", required=True, help="experiment folder")
+    parser.add_argument("--systems", nargs="+", default=["baseline", "mowe"])
+    args = parser.parse_args(argv)
+    scores = {}
+    for system in args.systems:
+        path = os.path.join(args.exp, system, "scores.json")
+        if not os.path.isfile(path):
+            sys.exit(f"error: {path} missing: run the scoring stage first")
+        with open(path, encoding="utf-8") as handle:
+            scores[system] = json.load(handle)
+    tasks = sorted({t for s in scores.values() for t in s})
+    first = scores[args.systems[0]]
+    header = ["system"] + [f"{t.upper()} {LABELS[first[t]['primary']]}" for t in tasks]
+    lines = ["# Results", "", f"Experiment `{args.exp}`; test clips per task: " +
+             ", ".join(f"{t.upper()} {first[t]['count']}" for t in tasks), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    trivial = ["trivial answerer"] + [f"{100 * first[t]['trivial'][first[t]['primary']]:.1f}"
+                                      for t in tasks]
+    lines.append("| " + " | ".join(trivial) + " |")
+    for system, table in scores.items():
+        cells = [system] + [f"{100 * table[t][table[t]['primary']]:.1f}" if t in table else "-"
+                            for t in tasks]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Trivial answerer: the most common training answer for every clip "
+              "(majority label for ER and AQA), the empty transcript for ASR."]
+    for system in args.systems:
+        shares = routing_shares(os.path.join(args.exp, system, "hyps.jsonl"))
+        if shares:
+            png = os.path.join(args.exp, "routing.png")
+            plot_routing(shares, png)
+            lines += ["", f"![routing]({os.path.basename(png)})", "",
+                      f"Data-dependent routing of `{system}` on the test sets: " + "; ".join(
+                          f"{task.upper()} " + ", ".join(f"E{e} {100 * s:.0f}%"
+                                                         for e, s in share.items())
+                          for task, share in shares.items())]
+    results = os.path.join(args.exp, "RESULTS.md")
+    with open(results, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nRESULTS: {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

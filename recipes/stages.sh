@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The shared stage driver of every egs/<dataset>/run.sh (sourced after run.sh has set
+# its variables and parsed the options). Logic lives in the Python entry points; this
+# file only sequences them, skips finished stages (.done markers) and launches jobs
+# through $train_cmd / $decode_cmd (cmd.sh).
+#
+# Stages: 0 provision pretrained models, 1 prepare data, 2 validate audio,
+#         3 train each system, 4 decode, 5 score, 6 report.
+# Variables used: stage stop_stage tag train_config pretrained_dir data_dir ngpu
+#                 systems prepare_command (an array) and the function
+#                 system_overrides NAME, which sets the array system_args.
+
+recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+python=${python:-python}
+exp_dir=exp/$tag
+done_dir=$exp_dir/.done
+mkdir -p "$done_dir"
+
+log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] $*"; }
+
+# run_stage N NAME COMMAND...: run unless outside [stage, stop_stage] or already done.
+run_stage() {
+  local number=$1 name=$2; shift 2
+  if [ "$number" -lt "$stage" ] || [ "$number" -gt "$stop_stage" ]; then return 0; fi
+  if [ -f "$done_dir/$number.$name" ]; then
+    log "stage $number ($name): already done, skipping (rm $done_dir/$number.$name to redo)"
+    return 0
+  fi
+  log "stage $number ($name): start"
+  local start=$SECONDS
+  "$@"
+  touch "$done_dir/$number.$name"
+  log "stage $number ($name): done in $((SECONDS - start)) s"
+}
+
+device_args=()
+if [ "$ngpu" -ge 1 ]; then device_args=(--device=cuda:0 --precision=bf16); fi
+if [ "$ngpu" -gt 1 ]; then
+  log "--ngpu $ngpu: multi-GPU training needs torchrun, not wired yet; using one GPU"
+fi
+
+provision() { $train_cmd "$exp_dir/log/provision.log" $python -m mowe.pretrained --out "$pretrained_dir"; }
+prepare() { $train_cmd "$exp_dir/log/prepare.log" "${prepare_command[@]}"; }
+validate() {
+  $train_cmd "$exp_dir/log/validate.log" $python "$recipes_dir/validate_data.py" \
+    --manifests "$data_dir"/raw/{train,valid,test}.json --out_dir "$data_dir/clean"
+  grep -h "kept" "$exp_dir/log/validate.log" | sed 's/^/  /'
+}
+train_systems() {
+  for system in $systems; do
+    system_overrides "$system"
+    $train_cmd "$exp_dir/log/train_$system.log" $python "$recipes_dir/train.py" "$train_config" \
+      --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
+      --pretrained_dir="$pretrained_dir" "${device_args[@]}" "${system_args[@]}"
+  done
+}
+decode_systems() {
+  for system in $systems; do
+    system_overrides "$system"
+    $decode_cmd "$exp_dir/log/decode_$system.log" $python "$recipes_dir/decode.py" "$train_config" \
+      --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
+      --pretrained_dir="$pretrained_dir" "${device_args[@]}" "${system_args[@]}"
+  done
+}
+score_systems() {
+  for system in $systems; do
+    $python "$recipes_dir/score.py" --hyp_file "$exp_dir/$system/hyps.jsonl" \
+      --out "$exp_dir/$system/scores.json" --train_manifest "$data_dir/clean/train.json" \
+      | sed "s/^/  $system: /"
+  done
+}
+report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
+
+run_stage 0 provision provision
+run_stage 1 prepare prepare
+run_stage 2 validate validate
+run_stage 3 train train_systems
+run_stage 4 decode decode_systems
+run_stage 5 score score_systems
+run_stage 6 report report
+log "finished; results: $exp_dir/RESULTS.md"

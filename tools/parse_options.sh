@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Turn --name value / --name=value flags into shell variables that already exist
+# (ESPnet/Kaldi style). Source it after setting defaults:  . tools/parse_options.sh
+# --help prints the variables a script accepts with their defaults.
+_help=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h) _help=true; shift; continue ;;
+    --*=*) _name=${1%%=*}; _value=${1#*=}; shift ;;
+    --*) _name=$1; [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
+         _value=$2; shift 2 ;;
+    *) break ;;
+  esac
+  _name=${_name#--}; _name=${_name//-/_}
+  if ! declare -p "$_name" >/dev/null 2>&1; then
+    echo "$0: unknown option --$_name (see --help)" >&2; exit 2
+  fi
+  printf -v "$_name" '%s' "$_value"
+done
+if $_help; then
+  echo "Usage: $0 [options]"
+  for _name in ${_options:-}; do printf '  --%-14s (default: %s)\n' "$_name" "${!_name}"; done
+  exit 0
+fi
+unset _help _name _value
