@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 .PHONY: setup demo test bench help
 
 help:
-	@echo "make demo   install, then run the main job (see README)"
+	@echo "make demo   install, then run egs/synthetic end to end (the main job)"
 	@echo "make test   install, then run the test suite"
 	@echo "make bench  install, then print the routing-overhead benchmark"
 
@@ -14,7 +14,7 @@ setup:
 	bash tools/install.sh --venv $(VENV)
 
 demo: setup
-	$(PY) -m mowe.selfcheck --out exp/selfcheck
+	MOWE_PYTHON=$(abspath $(PY)) bash egs/synthetic/run.sh
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

@@ -78,4 +78,4 @@ run_stage 3 train train_systems
 run_stage 4 decode decode_systems
 run_stage 5 score score_systems
 run_stage 6 report report
-log "finished; results: $exp_dir/RESULTS.md"
+log "finished; results: $(pwd)/$exp_dir/RESULTS.md"
