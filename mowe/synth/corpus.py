@@ -11,8 +11,8 @@ manifests in the toolkit's schema.
 
 import json
 import logging
+import multiprocessing
 import os
-from multiprocessing import Pool
 
 import numpy as np
 
@@ -112,7 +112,9 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True):
             os.makedirs(os.path.join(out, split, task), exist_ok=True)
             work += [(task, split, i, seed, out) for i in range(SIZES[size][split])]
     manifests = {split: {} for split in SPLITS}
-    with Pool(jobs or os.cpu_count()) as pool:
+    # "spawn", not fork: forking a process whose torch/OpenMP threads are running (a
+    # test session, a notebook) can deadlock the children.
+    with multiprocessing.get_context("spawn").Pool(jobs or os.cpu_count()) as pool:
         results = pool.imap(_write_item, work, chunksize=4)
         for (task, split, *_), (utt, entry) in tqdm(zip(work, results), total=len(work),
                                                     desc=f"synthesizing {size} corpus",
