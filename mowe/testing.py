@@ -12,9 +12,12 @@ Example
 >>> llama_dir = make_tiny_llama(folder + "/llama")
 """
 
+import logging
 import os
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # A small English corpus to train the byte-level BPE of the tiny LLM's tokenizer.
 _TOKENIZER_CORPUS = [
@@ -88,4 +91,79 @@ def make_tiny_whisper(path, d_model=32, layers=2, heads=2, seed=0, **config):
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path)
     WhisperFeatureExtractor(feature_size=settings["num_mel_bins"]).save_pretrained(path)
+    return path
+
+
+def make_scripted_llama(path, replies, steps=400, seed=0):
+    """Save a tiny Llama trained to answer given chat prompts with given replies.
+
+    A real model for tests of generation-serving code (e.g. the judge server): for each
+    ``prompt -> reply`` pair it learns, by overfitting, to greedily produce ``reply``
+    after the chat-templated user ``prompt``.
+
+    Parameters
+    ----------
+    path : str
+        Output folder (model + tokenizer).
+    replies : dict
+        User prompt -> reply text.
+    steps : int
+        Upper bound on optimisation steps (training stops once every reply is exact).
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    RuntimeError
+        If the model did not learn every reply.
+    """
+    from transformers import LlamaForCausalLM
+
+    make_tiny_llama(path, hidden_size=64, num_layers=2, seed=seed)
+    model = LlamaForCausalLM.from_pretrained(path)
+    tokenizer = make_tokenizer()
+    examples = []
+    for prompt, reply in replies.items():
+        context = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                add_generation_prompt=True, tokenize=False)
+        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"] + \
+            [tokenizer.eos_token_id]
+        ids = torch.tensor([context_ids + reply_ids])
+        labels = ids.clone()
+        labels[0, :len(context_ids)] = -100
+        examples.append((torch.tensor([context_ids]), ids, labels, reply))
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def all_exact():
+        model.eval()
+        with torch.no_grad():
+            for context_ids, _, _, reply in examples:
+                out = model.generate(context_ids, attention_mask=torch.ones_like(context_ids),
+                                     do_sample=False, max_new_tokens=len(reply) + 4,
+                                     pad_token_id=tokenizer.pad_token_id)
+                if tokenizer.decode(out[0, context_ids.shape[1]:],
+                                    skip_special_tokens=True) != reply:
+                    model.train()
+                    return False
+        model.train()
+        return True
+
+    model.train()
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        for _, ids, labels, _ in examples:
+            model(input_ids=ids, labels=labels).loss.backward()
+        optimizer.step()
+        if step % 25 == 0 and all_exact():
+            logger.info("scripted model learned its replies in %d steps", step)
+            break
+    else:
+        if not all_exact():
+            raise RuntimeError(f"the scripted model did not learn its replies in {steps} steps")
+    model.save_pretrained(path)
     return path

@@ -14,7 +14,8 @@ import os
 import sys
 from collections import Counter, defaultdict
 
-LABELS = {"wer": "WER % ↓", "accuracy": "accuracy % ↑", "f1": "token F1 % ↑"}
+from mowe.scoring.report import comparison_table
+
 
 
 def routing_shares(hyp_file):
@@ -70,19 +71,13 @@ def main(argv=None):
             scores[system] = json.load(handle)
     tasks = sorted({t for s in scores.values() for t in s})
     first = scores[args.systems[0]]
-    header = ["system"] + [f"{t.upper()} {LABELS[first[t]['primary']]}" for t in tasks]
     lines = ["# Results", "", f"Experiment `{args.exp}`; test clips per task: " +
              ", ".join(f"{t.upper()} {first[t]['count']}" for t in tasks), "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    trivial = ["trivial answerer"] + [f"{100 * first[t]['trivial'][first[t]['primary']]:.1f}"
-                                      for t in tasks]
-    lines.append("| " + " | ".join(trivial) + " |")
-    for system, table in scores.items():
-        cells = [system] + [f"{100 * table[t][table[t]['primary']]:.1f}" if t in table else "-"
-                            for t in tasks]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Trivial answerer: the most common training answer for every clip "
-              "(majority label for ER and AQA), the empty transcript for ASR."]
+             comparison_table(scores).rstrip("\n"), "",
+             "Trivial answerer: the most common training answer for every clip "
+             "(majority label for ER and AQA), the empty transcript for ASR. Metrics: "
+             "`python -m mowe.scoring` (AudioBench-normalised WER, NLTK METEOR with "
+             "AudioBench's parameters; every metric per system in `<system>/scores.md`)."]
     for system in args.systems:
         shares = routing_shares(os.path.join(args.exp, system, "hyps.jsonl"))
         if shares:

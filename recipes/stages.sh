@@ -7,7 +7,8 @@
 # Stages: 0 provision pretrained models, 1 prepare data, 2 validate audio,
 #         3 train each system, 4 decode, 5 score, 6 report.
 # Variables used: stage stop_stage tag train_config pretrained_dir data_dir ngpu
-#                 systems prepare_command (an array) and the function
+#                 systems prepare_command (an array), score_args (optional array:
+#                 extra `python -m mowe.scoring score` options, e.g. a judge) and the function
 #                 system_overrides NAME, which sets the array system_args.
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,6 +35,7 @@ run_stage() {
 }
 
 device_args=()
+[ -n "${score_args+x}" ] || score_args=()
 if [ "$ngpu" -ge 1 ]; then device_args=(--device=cuda:0 --precision=bf16); fi
 if [ "$ngpu" -gt 1 ]; then
   log "--ngpu $ngpu: multi-GPU training needs torchrun, not wired yet; using one GPU"
@@ -63,10 +65,17 @@ decode_systems() {
   done
 }
 score_systems() {
+  local log
   for system in $systems; do
-    $python "$recipes_dir/score.py" --hyp_file "$exp_dir/$system/hyps.jsonl" \
-      --out "$exp_dir/$system/scores.json" --train_manifest "$data_dir/clean/train.json" \
-      | sed "s/^/  $system: /"
+    log=$exp_dir/log/score_$system.log
+    if ! $python -m mowe.scoring score --hyp_file "$exp_dir/$system/hyps.jsonl" \
+        --out_dir "$exp_dir/$system" --train_manifest "$data_dir/clean/train.json" \
+        "${score_args[@]}" >"$log" 2>&1; then
+      echo "error: scoring $system failed; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      return 1
+    fi
+    grep "(trivial" "$log" | sed "s/^/  $system: /"
   done
 }
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }

@@ -55,6 +55,9 @@ def test_every_stage_ran_and_left_its_outputs(tiny_run):
             assert 0 <= scores[task]["accuracy"] <= 1
         for task in ("sqa", "ac"):
             assert 0 <= scores[task]["f1"] <= 1
+        assert scores["ac"]["primary"] == "meteor_nltk"
+        assert 0 <= scores["ac"]["meteor_nltk"] <= 1 and 0 <= scores["ac"]["meteor_java"] <= 1
+        assert os.path.isfile(os.path.join(exp, system, "scores.md"))
         if system == "mowe":
             assert all(len(row["selected"]) == 2 for row in rows)
         else:
@@ -95,7 +98,7 @@ def test_damaged_wav_is_reported_and_skipped(tiny_run):
 
 
 def test_entry_points_have_help():
-    for script in ("train.py", "decode.py", "score.py", "report.py", "validate_data.py"):
+    for script in ("train.py", "decode.py", "report.py", "validate_data.py"):
         result = subprocess.run([sys.executable, os.path.join(REPO, "recipes", script), "--help"],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage" in result.stdout.lower(), script

@@ -90,7 +90,10 @@ def question(events, rng):
     if choice == "count":
         return "How many sound events are there?", NUMBER_WORDS[len(events)]
     if choice == "presence":
-        kind = EVENT_KINDS[int(rng.integers(len(EVENT_KINDS)))]
+        # present or absent with equal odds, so "yes" and "no" are balanced
+        absent = [k for k in EVENT_KINDS if k not in kinds]
+        pool = sorted(set(kinds)) if (rng.integers(2) or not absent) else absent
+        kind = pool[int(rng.integers(len(pool)))]
         return f"Is there a {KIND_NAMES[kind]} in the recording?", \
             "yes" if kind in kinds else "no"
     if choice == "order":

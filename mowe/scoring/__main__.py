@@ -1,0 +1,158 @@
+"""Scoring command line: ``python -m mowe.scoring {score,aggregate} --help``.
+
+score      per-task metrics of one hypothesis file (JSON lines: id, task, instruction,
+           hyp, ref) -> OUT/scores.json, OUT/scores.md, OUT/items.jsonl; optional judge.
+aggregate  merge several experiments' scores.json into one markdown RESULTS table.
+
+Examples
+--------
+python -m mowe.scoring score --hyp_file exp/x/mowe/hyps.jsonl --out_dir exp/x/mowe
+python -m mowe.scoring score --hyp_file H.jsonl --out_dir S --judge openai \\
+    --judge_url http://localhost:8000/v1 --judge_model meta-llama/Meta-Llama-3-70B-Instruct
+python -m mowe.scoring aggregate exp/x/baseline exp/x/mowe --out exp/x/RESULTS_scores.md
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from mowe.scoring.tasks import HypothesisFileError, read_hypotheses, score_rows
+
+
+def _atomic_write(path, text):
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+
+
+def _train_answers(path):
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"error: cannot read training manifest {path}: {error}")
+    out = {}
+    for entry in manifest.values():
+        if isinstance(entry, dict) and "task" in entry and "answer" in entry:
+            out.setdefault(str(entry["task"]).lower(), []).append(entry["answer"])
+    return out
+
+
+def build_judge(args):
+    """The judge backend the options ask for, or None."""
+    from mowe.scoring import judge
+
+    if args.judge == "none":
+        return None
+    if args.judge == "hf":
+        if not args.judge_model:
+            raise SystemExit("error: --judge hf needs --judge_model DIR (a local model "
+                             "folder, e.g. pretrained/smollm2-135m-instruct)")
+        return judge.HFJudge(args.judge_model, max_new_tokens=args.judge_max_tokens)
+    if not (args.judge_url and args.judge_model):
+        raise SystemExit("error: --judge openai needs --judge_url and --judge_model")
+    return judge.OpenAIJudge(args.judge_url, args.judge_model, endpoint=args.judge_endpoint,
+                             timeout=args.judge_timeout, retries=args.judge_retries,
+                             concurrency=args.judge_concurrency,
+                             max_tokens=args.judge_max_tokens)
+
+
+def cmd_score(args):
+    from mowe.scoring import judge as judging
+    from mowe.scoring.report import task_table
+
+    try:
+        rows = read_hypotheses(args.hyp_file)
+    except HypothesisFileError as error:
+        raise SystemExit(f"error: {error}")
+    if args.tasks:
+        rows = [r for r in rows if r["task"] in set(args.tasks)]
+        if not rows:
+            raise SystemExit(f"error: no hypotheses for task(s) {', '.join(args.tasks)}")
+    try:
+        template = judging.load_template(args.judge_template) if args.judge != "none" else None
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}")
+    os.makedirs(args.out_dir, exist_ok=True)
+    backend = build_judge(args)
+    cache = judging.JudgeCache(os.path.join(args.out_dir, "judge_cache.jsonl")) \
+        if backend else None
+    scores, items = score_rows(rows, _train_answers(args.train_manifest),
+                               java_meteor=not args.no_java_meteor, judge=backend,
+                               judge_template=template, judge_cache=cache)
+    _atomic_write(os.path.join(args.out_dir, "scores.json"), json.dumps(scores, indent=2))
+    _atomic_write(os.path.join(args.out_dir, "items.jsonl"),
+                  "".join(json.dumps(i) + "\n" for i in items))
+    _atomic_write(os.path.join(args.out_dir, "scores.md"), task_table(scores))
+    for task, entry in scores.items():
+        metric = entry["primary"]
+        print(f"{task:4s} {metric} {entry[metric]:.4f} (trivial "
+              f"{entry['trivial'][metric]:.4f}, n={entry['count']})"
+              + (f" judge {entry['judge_score_failures_as_zero']:.2f}/5 "
+                 f"({entry['judge_parse_failures']} parse failures)" if "judge" in entry else ""))
+    print(f"wrote {os.path.join(args.out_dir, 'scores.json')}")
+    return 0
+
+
+def cmd_aggregate(args):
+    from mowe.scoring.report import comparison_table, load_scores
+
+    names = args.names or [os.path.basename(os.path.normpath(p)) for p in args.experiments]
+    if len(names) != len(args.experiments):
+        raise SystemExit("error: --names must give one name per experiment")
+    try:
+        named = {name: load_scores(path) for name, path in zip(names, args.experiments)}
+    except (FileNotFoundError, json.JSONDecodeError) as error:
+        raise SystemExit(f"error: {error}")
+    table = comparison_table(named)
+    if args.out:
+        _atomic_write(args.out, table)
+    print(table, end="")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mowe.scoring", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    score = sub.add_parser("score", help="score one hypothesis file",
+                           description="Per-task metrics of one hypothesis file.")
+    score.add_argument("--hyp_file", required=True, help="JSON lines: id, task, instruction, "
+                       "hyp, ref")
+    score.add_argument("--out_dir", required=True, help="gets scores.json, scores.md, "
+                       "items.jsonl (and judge_cache.jsonl)")
+    score.add_argument("--train_manifest", help="training manifest: answers for the trivial "
+                       "answerer (default: the test references)")
+    score.add_argument("--tasks", nargs="+", help="score only these tasks")
+    score.add_argument("--no_java_meteor", action="store_true",
+                       help="skip METEOR 1.5 (Java) for captioning")
+    score.add_argument("--judge", choices=["none", "hf", "openai"], default="none",
+                       help="model-as-judge backend for ER/AQA/SQA/AC (default: none)")
+    score.add_argument("--judge_model", help="hf: local model folder; openai: model name")
+    score.add_argument("--judge_url", help="openai: server root, e.g. http://host:8000/v1")
+    score.add_argument("--judge_endpoint", choices=["chat", "completions"], default="chat")
+    score.add_argument("--judge_template", help="prompt template file with {question}, "
+                       "{reference}, {answer} (default: this project's 0-5 rubric)")
+    score.add_argument("--judge_timeout", type=float, default=120.0, help="seconds/request")
+    score.add_argument("--judge_retries", type=int, default=3)
+    score.add_argument("--judge_concurrency", type=int, default=8)
+    score.add_argument("--judge_max_tokens", type=int, default=256)
+    score.set_defaults(func=cmd_score)
+    aggregate = sub.add_parser("aggregate", help="merge several experiments into one table",
+                               description="Merge scores.json files into one RESULTS table.")
+    aggregate.add_argument("experiments", nargs="+", help="scores.json files or their folders")
+    aggregate.add_argument("--names", nargs="+", help="row names (default: folder names)")
+    aggregate.add_argument("--out", help="write the markdown table here too")
+    aggregate.set_defaults(func=cmd_aggregate)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

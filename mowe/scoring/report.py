@@ -1,0 +1,101 @@
+"""Markdown tables of scores: one experiment's tasks, or several experiments merged."""
+
+import json
+import os
+
+from mowe.scoring.tasks import LOWER_IS_BETTER
+
+METRIC_LABELS = {
+    "wer": "WER %", "wer_plain": "plain WER %", "accuracy": "accuracy %",
+    "exact_match": "exact match %", "f1": "token F1 %", "meteor_nltk": "METEOR (NLTK) %",
+    "meteor_java": "METEOR 1.5 (Java) %", "yes_no_accuracy": "yes/no accuracy %",
+    "judge_score_failures_as_zero": "judge 0-5 (failures = 0)",
+    "judge_score_parsed_only": "judge 0-5 (parsed only)",
+}
+PERCENT = {"wer", "wer_plain", "accuracy", "exact_match", "f1", "meteor_nltk",
+           "meteor_java", "yes_no_accuracy"}
+
+
+def format_value(metric, value):
+    """Percent for 0-1 metrics, two decimals for judge scores, '—' for missing."""
+    if value is None:
+        return "—"
+    if metric in PERCENT:
+        return f"{100 * value:.1f}"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def metric_label(metric):
+    arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+    return f"{METRIC_LABELS.get(metric, metric)} {arrow}"
+
+
+def task_table(scores):
+    """One experiment: a row per task with every metric it has."""
+    lines = ["| task | n | metric | value | trivial answerer |", "|---|---|---|---|---|"]
+    for task, entry in scores.items():
+        for metric in METRIC_LABELS:
+            if metric not in entry:
+                continue
+            trivial = entry.get("trivial", {}).get(metric)
+            lines.append(f"| {task.upper()} | {entry['count']} | {metric_label(metric)} | "
+                         f"{format_value(metric, entry[metric])} | "
+                         f"{format_value(metric, trivial)} |")
+    judged = [e for e in scores.values() if "judge" in e]
+    if judged:
+        lines += ["", f"Judge: `{judged[0]['judge']}`. Parse failures per task: " + ", ".join(
+            f"{t.upper()} {e['judge_parse_failures']}/{e['judge_items']}"
+            for t, e in scores.items() if "judge" in e) + ". " + judge_caveat(judged[0]["judge"])]
+    return "\n".join(lines) + "\n"
+
+
+def judge_caveat(judge_id):
+    """The warning a report must carry when the judge is a small local model."""
+    if judge_id.startswith("hf:") and "smollm2-135m" in judge_id.lower():
+        return ("The judge is SmolLM2-135M, far too small to grade answers: these judge "
+                "scores are a smoke test of the pipeline, not comparable with AudioBench's "
+                "Llama-3-70B judge.")
+    return ""
+
+
+def load_scores(path):
+    """A ``scores.json`` (or a folder holding one)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "scores.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} missing: run `python -m mowe.scoring score` first")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def comparison_table(named_scores, metrics=None, trivial=True):
+    """Several experiments in one table: a row per system, a column per task metric.
+
+    Parameters
+    ----------
+    named_scores : dict
+        system name -> scores (as written by the score command).
+    metrics : dict, optional
+        task -> list of metrics to show (default: each task's primary metric, plus the
+        judge score when present).
+    trivial : bool
+        Add the trivial answerer's row (from the first system's scores).
+    """
+    tasks = sorted({t for s in named_scores.values() for t in s})
+    first = next(iter(named_scores.values()))
+    columns = []
+    for task in tasks:
+        entry = next(s[task] for s in named_scores.values() if task in s)
+        chosen = (metrics or {}).get(task) or [entry["primary"]] + (
+            ["judge_score_failures_as_zero"] if "judge" in entry else [])
+        columns += [(task, m) for m in chosen]
+    header = ["system"] + [f"{t.upper()} {metric_label(m)}" for t, m in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if trivial:
+        lines.append("| trivial answerer | " + " | ".join(
+            format_value(m, first.get(t, {}).get("trivial", {}).get(m)) for t, m in columns)
+            + " |")
+    for name, scores in named_scores.items():
+        lines.append(f"| {name} | " + " | ".join(
+            format_value(m, scores.get(t, {}).get(m)) for t, m in columns) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,205 @@
+"""Per-task metrics of a hypothesis file, with a trivial answerer for reference.
+
+A hypothesis file is JSON lines ``{"id", "task", "instruction", "hyp", "ref"}`` (as
+``recipes/decode.py`` writes it; ``ref`` may be a list of references). Each task gets
+its deterministic metrics and, optionally, model-as-judge scores:
+
+=====  ==========================================================  ===============
+task   metrics                                                     primary
+=====  ==========================================================  ===============
+asr    WER (AudioBench normalisation), plain WER, S/D/I counts      wer
+er     accuracy of the extracted emotion label, exact match         accuracy
+aqa    accuracy (yes/no extraction, else exact match), yes/no acc.  accuracy
+sqa    SQuAD exact match and token F1                               f1
+ac     NLTK METEOR (AudioBench), Java METEOR 1.5, token F1          meteor_nltk
+=====  ==========================================================  ===============
+"""
+
+import json
+import logging
+from collections import Counter
+
+from mowe.scoring import answers, meteor
+from mowe.scoring.wer import corpus_wer
+
+logger = logging.getLogger(__name__)
+
+PRIMARY = {"asr": "wer", "er": "accuracy", "aqa": "accuracy", "sqa": "f1",
+           "ac": "meteor_nltk"}
+LOWER_IS_BETTER = {"wer", "wer_plain"}
+JUDGED_TASKS = ("er", "aqa", "sqa", "ac")
+REQUIRED_FIELDS = ("id", "task", "hyp", "ref")
+
+
+class HypothesisFileError(ValueError):
+    """A hypothesis file that cannot be scored (with the offending line)."""
+
+
+def read_hypotheses(path):
+    """Rows of a hypothesis file, validated.
+
+    Raises
+    ------
+    HypothesisFileError
+        On a missing file, a malformed line, a row lacking a field, a duplicate id or
+        an empty file — naming the line.
+    """
+    rows, seen = [], set()
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as error:
+        raise HypothesisFileError(f"cannot read hypothesis file {path}: {error}") from error
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise HypothesisFileError(f"{path}:{number}: not a JSON line ({error})") \
+                    from error
+            if not isinstance(row, dict):
+                raise HypothesisFileError(f"{path}:{number}: expected a JSON object")
+            missing = [f for f in REQUIRED_FIELDS if f not in row]
+            if missing:
+                raise HypothesisFileError(f"{path}:{number}: missing field(s) "
+                                          f"{', '.join(missing)}")
+            if row["id"] in seen:
+                raise HypothesisFileError(f"{path}:{number}: duplicate id {row['id']!r}")
+            seen.add(row["id"])
+            row["task"] = str(row["task"]).lower()
+            row["hyp"] = "" if row["hyp"] is None else str(row["hyp"])
+            rows.append(row)
+    if not rows:
+        raise HypothesisFileError(f"{path} holds no hypotheses")
+    return rows
+
+
+def _first(ref):
+    return ref if isinstance(ref, str) else (ref[0] if ref else "")
+
+
+def deterministic_metrics(task, hyps, refs, java_meteor=True):
+    """Metrics of one task (all in 0-1 except the counts) and per-item values.
+
+    Parameters
+    ----------
+    task : str
+    hyps : list of str
+    refs : list of (str or list of str)
+    java_meteor : bool
+        Also run METEOR 1.5 (needs Java) for captioning.
+
+    Returns
+    -------
+    (dict, list of dict)
+        Task metrics and one dict of item metrics per hypothesis.
+    """
+    n = len(hyps)
+    if task == "asr":
+        normalised = corpus_wer(hyps, [_first(r) for r in refs], normalise=True)
+        plain = corpus_wer(hyps, [_first(r) for r in refs], normalise=False)
+        metrics = {"wer": normalised.wer, "wer_plain": plain.wer,
+                   "substitutions": normalised.substitutions,
+                   "deletions": normalised.deletions, "insertions": normalised.insertions,
+                   "reference_words": normalised.reference_words}
+        return metrics, [{} for _ in hyps]
+    if task == "er":
+        predicted = [answers.extract_emotion(h) for h in hyps]
+        gold = [answers.extract_emotion(_first(r)) for r in refs]
+        correct = [float(p is not None and p == g) for p, g in zip(predicted, gold)]
+        metrics = {"accuracy": sum(correct) / n,
+                   "exact_match": sum(answers.exact_match(h, r) for h, r in zip(hyps, refs)) / n,
+                   "unlabelled_answers": sum(p is None for p in predicted),
+                   "unlabelled_references": sum(g is None for g in gold)}
+        return metrics, [{"label": p, "correct": c} for p, c in zip(predicted, correct)]
+    if task == "aqa":
+        correct = [answers.short_answer_match(h, _first(r)) for h, r in zip(hyps, refs)]
+        yes_no = [c for c, r in zip(correct, refs) if answers.is_yes_no(_first(r))]
+        metrics = {"accuracy": sum(correct) / n,
+                   "exact_match": sum(answers.exact_match(h, r) for h, r in zip(hyps, refs)) / n,
+                   "yes_no_accuracy": sum(yes_no) / len(yes_no) if yes_no else None,
+                   "yes_no_items": len(yes_no)}
+        return metrics, [{"correct": c} for c in correct]
+    if task == "ac":
+        mean, items = meteor.meteor_nltk(hyps, refs)
+        f1 = [answers.token_f1(h, r) for h, r in zip(hyps, refs)]
+        metrics = {"meteor_nltk": mean, "f1": sum(f1) / n}
+        per_item = [{"meteor_nltk": m, "f1": f} for m, f in zip(items, f1)]
+        if java_meteor:
+            try:
+                metrics["meteor_java"], java_items = meteor.meteor_java(hyps, refs)
+                for item, value in zip(per_item, java_items):
+                    item["meteor_java"] = value
+            except RuntimeError as error:
+                logger.warning("Java METEOR skipped: %s", error)
+                metrics["meteor_java"] = None
+        return metrics, per_item
+    # sqa and any other task: SQuAD metrics
+    em = [answers.exact_match(h, r) for h, r in zip(hyps, refs)]
+    f1 = [answers.token_f1(h, r) for h, r in zip(hyps, refs)]
+    return ({"exact_match": sum(em) / n, "f1": sum(f1) / n},
+            [{"exact_match": e, "f1": f} for e, f in zip(em, f1)])
+
+
+def trivial_answer(task, train_answers):
+    """The trivial answerer's constant answer: empty for ASR, else the most common
+    training answer (the majority label for ER and AQA)."""
+    if task == "asr" or not train_answers:
+        return ""
+    counts = Counter(answers.normalize_answer(_first(a)) for a in train_answers)
+    return counts.most_common(1)[0][0]
+
+
+def score_rows(rows, train_answers=None, java_meteor=True, judge=None, judge_template=None,
+               judge_cache=None, judge_tasks=JUDGED_TASKS, progress=True):
+    """Score hypothesis rows per task.
+
+    Parameters
+    ----------
+    rows : list of dict
+        From :func:`read_hypotheses`.
+    train_answers : dict, optional
+        task -> training answers, for the trivial answerer (default: the test refs).
+    java_meteor : bool
+    judge : callable, optional
+        A judge backend (see :mod:`mowe.scoring.judge`); None skips judging.
+    judge_template : str, optional
+        Template text (default: the project's rubric).
+    judge_cache : JudgeCache, optional
+    judge_tasks : iterable of str
+
+    Returns
+    -------
+    (dict, list of dict)
+        ``scores[task]`` (metrics, ``primary``, ``count``, ``trivial``) and per-item rows.
+    """
+    from mowe.scoring import judge as judging
+
+    train_answers = train_answers or {}
+    scores, items = {}, []
+    for task in sorted({row["task"] for row in rows}):
+        task_rows = [row for row in rows if row["task"] == task]
+        hyps = [row["hyp"] for row in task_rows]
+        refs = [row["ref"] for row in task_rows]
+        metrics, per_item = deterministic_metrics(task, hyps, refs, java_meteor)
+        constant = trivial_answer(task, train_answers.get(task) or refs)
+        trivial, _ = deterministic_metrics(task, [constant] * len(refs), refs,
+                                           java_meteor=False)
+        entry = {"count": len(task_rows), "primary": PRIMARY.get(task, "f1"), **metrics,
+                 "trivial": {"answer": constant, **trivial}}
+        if judge is not None and task in judge_tasks:
+            template = judge_template or judging.load_template()
+            graded = judging.judge_items(
+                [{"question": row.get("instruction", ""), "reference": _first(row["ref"]),
+                  "answer": row["hyp"]} for row in task_rows],
+                judge, template, judge_cache, progress=progress)
+            entry.update(judging.summarise(graded["ratings"], graded["errors"]))
+            entry["judge"] = judge.id
+            entry["judge_requests"] = graded["requests"]
+            for item, rating in zip(per_item, graded["ratings"]):
+                item["judge_rating"] = rating
+        scores[task] = entry
+        for row, item in zip(task_rows, per_item):
+            items.append({"id": row["id"], "task": task, **item})
+    return scores, items

@@ -1,0 +1,347 @@
+"""Scoring: WER and its normaliser, METEOR (NLTK with offline WordNet, Java 1.5), label
+extraction, SQuAD metrics, the CLI, and the LLM judge over a real local HTTP server."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from mowe.scoring import answers, judge, meteor
+from mowe.scoring.normalize import normalize_answer, normalize_for_wer
+from mowe.scoring.wer import corpus_wer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+# ----------------------------------------------------------------------------- WER
+def test_wer_counts_substitution_deletion_insertion():
+    out = corpus_wer(["the cat sit on mat"], ["the cat sat on the mat"])
+    assert (out.substitutions, out.deletions, out.insertions) == (1, 1, 0)
+    assert out.wer == pytest.approx(2 / 6)
+    out = corpus_wer(["the big cat sat on the mat"], ["the cat sat on the mat"])
+    assert (out.substitutions, out.deletions, out.insertions) == (0, 0, 1)
+
+
+def test_wer_is_corpus_level_not_mean_of_utterances():
+    hyps = ["a b c d e f g h i j", "x"]
+    refs = ["a b c d e f g h i j", "y"]
+    # mean of utterance WERs would be 0.5; corpus level is 1 error / 11 words
+    assert corpus_wer(hyps, refs).wer == pytest.approx(1 / 11)
+
+
+def test_empty_hypothesis_normalised_and_plain():
+    normalised = corpus_wer([""], ["the cat sat"])
+    # AudioBench scores an empty text as the word "empty": 1 substitution + 2 deletions
+    assert normalised.wer == pytest.approx(1.0)
+    assert (normalised.substitutions, normalised.deletions) == (1, 2)
+    plain = corpus_wer([""], ["the cat sat"], normalise=False)
+    assert (plain.substitutions, plain.deletions, plain.insertions) == (0, 3, 0)
+
+
+def test_plain_wer_sees_what_normalisation_forgives():
+    hyps, refs = ["The colour is grey, isn't it?"], ["the color is gray is not it"]
+    assert corpus_wer(hyps, refs).wer == 0.0
+    assert corpus_wer(hyps, refs, normalise=False).wer > 0.4
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The COLOUR of the centre", "the color of the center"),     # spelling map
+    ("I have 3 cats and 20 dogs", "i have three cats and twenty dogs"),
+    ("twenty-one apples", "21 apples"),                          # only 0-20 and tens
+    ("It isn't here, we're late", "it is not here we are late"),  # contractions
+    ("hello [laughter] <unk> world (inaudible)", "hello world"),  # brackets
+    ("uh I um think er so ah", "i think so"),                    # fillers
+    ("Hello, world!!", "hello world"),                           # punctuation
+    ("", "empty"), ("[noise]", "empty"),                         # nothing left
+])
+def test_wer_normaliser(text, expected):
+    assert normalize_for_wer(text) == expected
+
+
+# ----------------------------------------------------------------------------- METEOR
+def test_nltk_meteor_uses_wordnet_offline():
+    hyps = ["a dog barks loudly", "quantum physics lecture notes", "a hound barks",
+            "a cat barks"]
+    refs = ["a dog barks loudly", "a dog barks loudly", "a dog barks", "a dog barks"]
+    mean, items = meteor.meteor_nltk(hyps, refs)
+    assert items[0] > 0.95
+    assert items[1] < 0.05
+    # "hound" matches "dog" only through WordNet synonyms; "cat" does not
+    assert items[2] > items[3] + 0.2
+    assert mean == pytest.approx(sum(items) / 4)
+
+
+def test_wordnet_is_built_from_debian_files(tmp_path):
+    from mowe.scoring.wordnet import build_wordnet, lexnames_text
+
+    if not os.path.isdir("/usr/share/wordnet"):
+        pytest.fail("Debian WordNet missing: tools/install.sh installs wordnet-base")
+    data_dir = build_wordnet(str(tmp_path / "nltk_data"))
+    folder = tmp_path / "nltk_data" / "corpora" / "wordnet"
+    assert (folder / "data.noun").stat().st_size > 1_000_000
+    assert (folder / "lexnames").read_text() == lexnames_text()
+    assert len(lexnames_text().splitlines()) == 45
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    nltk.data.path.insert(0, data_dir)  # NLTK reads only folders on its data path
+    try:
+        reader = WordNetCorpusReader(str(folder), None)
+        lemmas = {name for s in reader.synsets("hound") for name in s.lemma_names()}
+        assert "dog" in lemmas  # cad.n.01: cad, bounder, blackguard, dog, hound, heel
+    finally:
+        nltk.data.path.remove(data_dir)
+    assert build_wordnet(data_dir) == data_dir  # idempotent
+
+
+def test_missing_wordnet_gives_install_command(tmp_path):
+    from mowe.scoring.wordnet import build_wordnet
+
+    with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
+        build_wordnet(str(tmp_path / "x"), source_dir=str(tmp_path / "nowhere"))
+
+
+def test_java_meteor_ranks_like_nltk():
+    if not meteor.java_available():
+        pytest.fail("Java missing: tools/install.sh installs default-jre-headless")
+    hyps = ["a dog barks loudly", "quantum physics lecture notes", "a hound barks",
+            "a cat barks"]
+    refs = ["a dog barks loudly", "a dog barks loudly", "a dog barks", "a dog barks"]
+    corpus, items = meteor.meteor_java(hyps, refs)
+    assert items[0] > 0.95 and items[1] < 0.05
+    assert items[2] > items[3]
+    assert 0 < corpus < 1
+
+
+# ----------------------------------------------------------------------------- answers
+@pytest.mark.parametrize("text, label", [
+    ("I think the speaker is quite happy.", "joy"),
+    ("She is not angry, she is scared", "fear"),
+    ("Anger.", "anger"),
+    ("The emotion is sadness", "sadness"),
+    ("sad", "sadness"),
+    ("The speaker sounds surprised, maybe a little afraid", "surprise"),
+    ("neutral", "neutral"),
+    ("I don't know", None),
+])
+def test_emotion_extraction(text, label):
+    assert answers.extract_emotion(text) == label
+
+
+def test_squad_metrics():
+    assert normalize_answer("The Red House!") == "red house"
+    assert answers.exact_match("The Red House!", "red house") == 1.0
+    assert answers.exact_match("2", "two") == 1.0
+    assert answers.exact_match("a red house", ["blue car", "red house"]) == 1.0
+    assert answers.token_f1("in the red house", "the red house") == pytest.approx(0.8)
+    assert answers.token_f1("blue car", "red house") == 0.0
+    assert answers.token_f1("", "") == 1.0 and answers.token_f1("", "x") == 0.0
+
+
+def test_yes_no_and_short_answers():
+    assert answers.short_answer_match("Yes, there is a beep.", "yes") == 1.0
+    assert answers.short_answer_match("No.", "yes") == 0.0
+    assert answers.short_answer_match("Nope", "no") == 1.0
+    assert answers.short_answer_match("Two", "two") == 1.0
+    assert answers.short_answer_match("high or low", "high") == 0.0
+
+
+# ----------------------------------------------------------------------------- CLI
+def write_hyps(path, rows):
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+
+
+def test_score_cli_per_task(tmp_path):
+    rows = [
+        {"id": "a1", "task": "asr", "instruction": "Transcribe.", "hyp": "the cat sit on mat",
+         "ref": "the cat sat on the mat"},
+        {"id": "e1", "task": "er", "instruction": "Emotion?", "hyp": "The speaker is joyful.",
+         "ref": "happy"},
+        {"id": "e2", "task": "er", "instruction": "Emotion?", "hyp": "angry", "ref": "sad"},
+        {"id": "q1", "task": "aqa", "instruction": "Is there a beep?", "hyp": "Yes.",
+         "ref": "yes"},
+        {"id": "q2", "task": "aqa", "instruction": "How many?", "hyp": "3", "ref": "two"},
+        {"id": "s1", "task": "sqa", "instruction": "Who?", "hyp": "Anna", "ref": "anna"},
+        {"id": "c1", "task": "ac", "instruction": "Caption.", "hyp": "a dog barks",
+         "ref": ["a dog barks", "a dog is barking"]},
+    ]
+    write_hyps(tmp_path / "h.jsonl", rows)
+    result = subprocess.run([PYTHON, "-m", "mowe.scoring", "score", "--hyp_file",
+                             str(tmp_path / "h.jsonl"), "--out_dir", str(tmp_path / "s")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "s" / "scores.json").read_text())
+    assert scores["asr"]["wer"] == pytest.approx(2 / 6)
+    assert scores["er"]["accuracy"] == 0.5
+    assert scores["aqa"]["accuracy"] == 0.5 and scores["aqa"]["yes_no_accuracy"] == 1.0
+    assert scores["sqa"]["exact_match"] == 1.0
+    assert scores["ac"]["meteor_nltk"] > 0.9 and scores["ac"]["meteor_java"] > 0.9
+    assert scores["ac"]["primary"] == "meteor_nltk"
+    items = [json.loads(l) for l in (tmp_path / "s" / "items.jsonl").read_text().splitlines()]
+    assert len(items) == len(rows)
+    assert "METEOR (NLTK)" in (tmp_path / "s" / "scores.md").read_text()
+
+    # aggregate two experiments into one table
+    out = subprocess.run([PYTHON, "-m", "mowe.scoring", "aggregate", str(tmp_path / "s"),
+                          str(tmp_path / "s"), "--names", "sys_a", "sys_b", "--out",
+                          str(tmp_path / "R.md")], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    table = (tmp_path / "R.md").read_text()
+    assert "| sys_a |" in table and "| sys_b |" in table and "trivial answerer" in table
+    assert "33.3" in table  # the ASR WER, in percent
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json\n", "not a JSON line"),
+    ('{"id": "x", "task": "asr", "hyp": "a"}\n', "missing field"),
+    ("", "no hypotheses"),
+    ('{"id": "x", "task": "asr", "hyp": "a", "ref": "a"}\n' * 2, "duplicate id"),
+])
+def test_score_cli_bad_input(tmp_path, content, message):
+    (tmp_path / "h.jsonl").write_text(content)
+    result = subprocess.run([PYTHON, "-m", "mowe.scoring", "score", "--hyp_file",
+                             str(tmp_path / "h.jsonl"), "--out_dir", str(tmp_path / "s")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_of_entry_points():
+    for args in (["-m", "mowe.scoring", "--help"], ["-m", "mowe.scoring", "score", "--help"],
+                 ["-m", "mowe.scoring", "aggregate", "--help"],
+                 ["-m", "mowe.scoring.serve", "--help"]):
+        result = subprocess.run([PYTHON, *args], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0 and "usage" in result.stdout.lower()
+
+
+# ----------------------------------------------------------------------------- judge
+def test_parse_rating():
+    assert judge.parse_rating("Good.\nRating: 4") == 4
+    assert judge.parse_rating("Rating: 3\n") == 3
+    assert judge.parse_rating("**Rating: 5**") == 5
+    assert judge.parse_rating("Rating: 4\nBut actually no.") is None
+    assert judge.parse_rating("Rating: 9") is None
+    assert judge.parse_rating("Rating: 2.5") is None
+    assert judge.parse_rating("") is None
+
+
+def test_template_loading(tmp_path):
+    assert "Rating: <int>" in judge.load_template()
+    (tmp_path / "t.txt").write_text("Q {question} A {answer}")
+    with pytest.raises(ValueError, match="reference"):
+        judge.load_template(str(tmp_path / "t.txt"))
+    rendered = judge.render("{question}|{reference}|{answer}", "q {x}", "r", "a")
+    assert rendered == "q {x}|r|a"
+
+
+TEMPLATE = "Q: {question}\nRef: {reference}\nAns: {answer}"
+JUDGE_ITEMS = [  # (question, reference, answer) -> the scripted judge's reply
+    (("Is there a dog?", "yes", "yes"), "Same meaning.\nRating: 5"),
+    (("What colour? SLOW-ONCE", "red", "blue"), "Wrong colour.\nRating: 0"),
+    (("How many? FAIL-ONCE", "two", "three"), "I cannot grade this."),
+    (("Which first? SLOW-ALWAYS", "hum", "beep"), "Wrong.\nRating: 1"),
+]
+
+
+@pytest.fixture(scope="module")
+def scripted_judge(tmp_path_factory):
+    """A tiny local model trained to reply to the judge prompts of JUDGE_ITEMS."""
+    from mowe.testing import make_scripted_llama
+
+    replies = {judge.render(TEMPLATE, *item): reply for item, reply in JUDGE_ITEMS}
+    return make_scripted_llama(str(tmp_path_factory.mktemp("judge") / "model"), replies)
+
+
+def test_hf_judge_backend(scripted_judge):
+    backend = judge.HFJudge(scripted_judge, max_new_tokens=40)
+    items = [dict(zip(("question", "reference", "answer"), item)) for item, _ in JUDGE_ITEMS]
+    graded = judge.judge_items(items, backend, TEMPLATE, progress=False)
+    assert graded["ratings"] == [5, 0, None, 1]
+    summary = judge.summarise(graded["ratings"])
+    assert summary["judge_parse_failures"] == 1
+    assert summary["judge_score_failures_as_zero"] == pytest.approx(6 / 4)
+    assert summary["judge_score_parsed_only"] == pytest.approx(6 / 3)
+
+
+def _stats(url):
+    with urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/stats", timeout=5) as response:
+        return json.loads(response.read())["requests"]
+
+
+def test_http_judge_retries_timeouts_parse_failures_and_cache(scripted_judge, tmp_path):
+    server = subprocess.Popen([PYTHON, os.path.join(REPO, "tests", "judge_fault_server.py"),
+                               "--model", scripted_judge, "--delay", "4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              cwd=REPO)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("READY"), line
+        url = line.split()[1]
+        rows = [{"id": f"q{i}", "task": "aqa", "instruction": q, "ref": r, "hyp": a}
+                for i, ((q, r, a), _) in enumerate(JUDGE_ITEMS)]
+        write_hyps(tmp_path / "h.jsonl", rows)
+        (tmp_path / "template.txt").write_text(TEMPLATE)
+        command = [PYTHON, "-m", "mowe.scoring", "score", "--hyp_file",
+                   str(tmp_path / "h.jsonl"), "--out_dir", str(tmp_path / "s"), "--judge",
+                   "openai", "--judge_url", url, "--judge_model", "scripted",
+                   "--judge_template", str(tmp_path / "template.txt"), "--judge_timeout",
+                   "1.5", "--judge_retries", "1", "--judge_concurrency", "4",
+                   "--judge_max_tokens", "40"]
+        start = time.time()
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert time.time() - start < 60
+        scores = json.loads((tmp_path / "s" / "scores.json").read_text())["aqa"]
+        # SLOW-ONCE timed out once and succeeded on retry; FAIL-ONCE got HTTP 500 once,
+        # then a reply without a rating; SLOW-ALWAYS timed out on both attempts.
+        assert scores["judge_parsed"] == 2
+        assert scores["judge_parse_failures"] == 1
+        assert scores["judge_request_errors"] == 1
+        assert scores["judge_score_failures_as_zero"] == pytest.approx(5 / 4)
+        assert scores["judge_score_parsed_only"] == pytest.approx(5 / 2)
+        assert "retry 1/1" in result.stderr
+        sent = _stats(url)
+        assert sent == 4 + 3  # one retry each for SLOW-ONCE, FAIL-ONCE, SLOW-ALWAYS
+        ratings = [json.loads(l)["judge_rating"] for l in
+                   (tmp_path / "s" / "items.jsonl").read_text().splitlines()]
+        assert ratings == [5, 0, None, None]
+
+        # rerun: every successful judgement comes from the cache; only the failed
+        # request (SLOW-ALWAYS) is tried again
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert _stats(url) == sent + 2
+        again = json.loads((tmp_path / "s" / "scores.json").read_text())["aqa"]
+        assert again["judge_requests"] == 1 and again["judge_parsed"] == 2
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_http_judge_cache_alone_sends_nothing(scripted_judge, tmp_path):
+    cache = judge.JudgeCache(str(tmp_path / "cache.jsonl"))
+
+    class CountingBackend:
+        id, concurrency, calls = "counting", 2, 0
+
+        def __call__(self, prompt):
+            CountingBackend.calls += 1
+            return "ok\nRating: 3"
+
+    items = [{"question": f"q{i}", "reference": "r", "answer": "a"} for i in range(5)]
+    first = judge.judge_items(items, CountingBackend(), TEMPLATE, cache, progress=False)
+    assert first["requests"] == 5 and CountingBackend.calls == 5
+    # a line cut off by an interruption is ignored on reload
+    with open(tmp_path / "cache.jsonl", "a") as handle:
+        handle.write('{"key": "abc", "rep')
+    reloaded = judge.JudgeCache(str(tmp_path / "cache.jsonl"))
+    second = judge.judge_items(items, CountingBackend(), TEMPLATE, reloaded, progress=False)
+    assert second["requests"] == 0 and CountingBackend.calls == 5
+    assert second["ratings"] == [3] * 5
