@@ -95,3 +95,32 @@ class ConvAdapter(nn.Module):
         tokens = F.gelu(self.conv(feats.transpose(1, 2))).transpose(1, 2)
         token_lens = torch.div(lens + self.stride - 1, self.stride, rounding_mode="floor")
         return tokens, token_lens.clamp_min(1)
+
+
+ADAPTERS = {"linear": LinearDownsampleAdapter, "conv": ConvAdapter}
+
+
+def make_adapter(input_dim, kind="linear", output_dim=512, num_tokens=100,
+                 frames_per_token=15, stride=8):
+    """Build the adapter named by ``kind`` from the settings it uses.
+
+    Lets a YAML spec switch adapters with one plain key (``adapter_kind: conv``);
+    HyperPyYAML cannot swap a node's class through an override.
+
+    Parameters
+    ----------
+    input_dim : int
+        Feature size D.
+    kind : str
+        ``linear`` (:class:`LinearDownsampleAdapter`) or ``conv`` (:class:`ConvAdapter`).
+    output_dim : int
+    num_tokens, frames_per_token : int
+        Used by ``linear``.
+    stride : int
+        Used by ``conv``.
+    """
+    if kind == "linear":
+        return LinearDownsampleAdapter(input_dim, output_dim, num_tokens, frames_per_token)
+    if kind == "conv":
+        return ConvAdapter(input_dim, output_dim, stride)
+    raise ValueError(f"unknown adapter_kind {kind!r}; choose one of {sorted(ADAPTERS)}")

@@ -70,6 +70,34 @@ class AudioEncoder(nn.Module):
         raise NotImplementedError
 
 
+class SpecAugment(nn.Module):
+    """SpecAugment masking (Park et al., 2019) with SpeechBrain's ``SpectrogramDrop``.
+
+    Input ``[batch, frames, bins]``; ``time_masks`` masks of up to ``time_width`` frames
+    and ``freq_masks`` masks of up to ``freq_width`` bins, replaced by the mean. With
+    zero masks it is the identity (the paper configs' default; Table VI turns it on).
+
+    Arguments
+    ---------
+    time_masks, time_width, freq_masks, freq_width : int
+    """
+
+    def __init__(self, time_masks=2, time_width=40, freq_masks=2, freq_width=27):
+        super().__init__()
+        from speechbrain.augment.freq_domain import SpectrogramDrop
+
+        self.masks = nn.ModuleList(
+            SpectrogramDrop(drop_length_low=0, drop_length_high=width, drop_count_low=count,
+                            drop_count_high=count, replace="mean", dim=dim)
+            for count, width, dim in ((time_masks, time_width, 1), (freq_masks, freq_width, 2))
+            if count > 0 and width > 0)
+
+    def forward(self, feats):
+        for mask in self.masks:
+            feats = mask(feats)
+        return feats
+
+
 class WhisperEncoder(AudioEncoder):
     """The encoder of a Hugging Face Whisper checkpoint (hub id or local directory).
 
@@ -85,10 +113,16 @@ class WhisperEncoder(AudioEncoder):
         frames masked): several times cheaper for short clips.
     freeze : bool
         Keep the encoder's weights fixed.
+    augment : nn.Module or list of nn.Module, optional
+        Applied to the log-mel batch ``[batch, frames, mels]`` in training mode only,
+        e.g. SpeechBrain's ``SpectrogramDrop`` (time and frequency masks: SpecAugment).
     """
 
-    def __init__(self, source, save_path, pad_to_30s=False, freeze=False):
+    def __init__(self, source, save_path, pad_to_30s=False, freeze=False, augment=None):
         super().__init__(freeze=freeze)
+        if augment is not None and not isinstance(augment, (list, tuple)):
+            augment = [augment]
+        self.augment = nn.ModuleList(augment or [])
         # Imported here so that the rest of the library works without the lobe's deps.
         from speechbrain.integrations.huggingface.whisper import Whisper
 
@@ -123,11 +157,20 @@ class WhisperEncoder(AudioEncoder):
             mels.append(self.log_mel(clip)[:, : self.max_mel_frames])
         feat_lens = torch.div(mel_lens + 1, 2, rounding_mode="floor")
         if self.pad_to_30s:
-            feats = self.encoder(torch.stack(mels)).last_hidden_state
+            feats = self.encoder(self._augment(torch.stack(mels))).last_hidden_state
             return feats, feat_lens
         frames = max(m.shape[-1] for m in mels)
         mel = torch.stack([F.pad(m, (0, frames - m.shape[-1])) for m in mels])
-        return self._encode_unpadded(mel, mel_lens, feat_lens), feat_lens
+        return self._encode_unpadded(self._augment(mel), mel_lens, feat_lens), feat_lens
+
+    def _augment(self, mel):
+        """SpecAugment-style masking of ``[batch, mels, frames]`` while training."""
+        if not self.training or not len(self.augment):
+            return mel
+        mel = mel.transpose(1, 2)
+        for module in self.augment:
+            mel = module(mel)
+        return mel.transpose(1, 2)
 
     def _encode_unpadded(self, mel, mel_lens, feat_lens):
         """Whisper's encoder forward on clips shorter than 30 s.

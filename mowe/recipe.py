@@ -7,8 +7,75 @@ import sys
 logger = logging.getLogger(__name__)
 
 
+def split_overrides_files(argv):
+    """Remove ``--overrides_file=PATH`` / ``--overrides_file PATH`` from ``argv``.
+
+    Returns
+    -------
+    (list, list)
+        The remaining arguments and the override files, in order.
+    """
+    rest, files, args = [], [], list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--overrides_file":
+            if not args:
+                sys.exit("error: --overrides_file needs a path")
+            files.append(args.pop(0))
+        elif arg.startswith("--overrides_file="):
+            files.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return rest, files
+
+
+def merge_overrides(files, cli_overrides):
+    """One YAML overrides document: the files in order, then the command line's.
+
+    An overrides file is an ordinary HyperPyYAML document holding only the keys it
+    changes (tags such as ``!name:``/``!ref`` are kept), so configuration variants are
+    small files applied on top of one recipe YAML instead of copies of it.
+    """
+    import io
+
+    import ruamel.yaml
+    from hyperpyyaml.core import recursive_update
+
+    yaml = ruamel.yaml.YAML()
+    merged = None
+    sources = [(path, None) for path in files] + [("the command line", cli_overrides)]
+    for name, text in sources:
+        if text is None:
+            if not os.path.isfile(name):
+                sys.exit(f"error: overrides file not found: {name}")
+            with open(name, encoding="utf-8") as handle:
+                text = handle.read()
+        if not text or not text.strip():
+            continue
+        try:
+            document = yaml.load(text)
+        except ruamel.yaml.YAMLError as error:
+            sys.exit(f"error: overrides from {name} are not valid YAML: {error}")
+        if document is None:
+            continue
+        if not isinstance(document, dict):
+            sys.exit(f"error: overrides from {name} must be a mapping of keys to values")
+        if merged is None:
+            merged = document
+        else:
+            recursive_update(merged, document)
+    if merged is None:
+        return ""
+    out = io.StringIO()
+    yaml.dump(merged, out)
+    return out.getvalue()
+
+
 def load_recipe_hparams(argv):
     """Parse SpeechBrain-style arguments and load the recipe YAML.
+
+    Besides SpeechBrain's ``--key=value`` overrides, ``--overrides_file=PATH`` (repeatable)
+    applies a YAML file of overrides first (e.g. ``recipes/conf/paper/table5_pool.yaml``).
 
     Returns
     -------
@@ -17,7 +84,10 @@ def load_recipe_hparams(argv):
     import speechbrain as sb
     from hyperpyyaml import load_hyperpyyaml
 
+    argv, override_files = split_overrides_files(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    if override_files:
+        overrides = merge_overrides(override_files, overrides)
     if not os.path.isfile(hparams_file):
         sys.exit(f"error: hparams file not found: {hparams_file}")
     with open(hparams_file, encoding="utf-8") as handle:

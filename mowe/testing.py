@@ -167,3 +167,46 @@ def make_scripted_llama(path, replies, steps=400, seed=0):
             raise RuntimeError(f"the scripted model did not learn its replies in {steps} steps")
     model.save_pretrained(path)
     return path
+
+
+def make_tiny_causal_lm(path, family="llama", hidden_size=64, num_layers=2, num_heads=4,
+                        seed=0):
+    """Save a random tiny causal LM of a given family (``llama``, ``mistral``, ``phi3``)
+    with the byte-level tokenizer, to stand in for a hub LLM of that family in tests."""
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig,
+                              MistralForCausalLM, Phi3Config, Phi3ForCausalLM)
+
+    families = {"llama": (LlamaConfig, LlamaForCausalLM),
+                "mistral": (MistralConfig, MistralForCausalLM),
+                "phi3": (Phi3Config, Phi3ForCausalLM)}
+    if family not in families:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(families)}")
+    config_class, model_class = families[family]
+    torch.manual_seed(seed)
+    tokenizer = make_tokenizer()
+    config = config_class(vocab_size=len(tokenizer), hidden_size=hidden_size,
+                          intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
+                          num_attention_heads=num_heads, num_key_value_heads=num_heads,
+                          max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    os.makedirs(path, exist_ok=True)
+    model_class(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_tiny_hubert(path, hidden_size=32, seed=0):
+    """Save a random tiny ``HubertModel`` with its feature extractor (a stand-in for
+    ``facebook/hubert-base-ls960`` or ``superb/hubert-base-superb-er`` in tests)."""
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    torch.manual_seed(seed)
+    config = HubertConfig(hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=2 * hidden_size, conv_dim=(16, 16),
+                          conv_kernel=(10, 3), conv_stride=(5, 2),
+                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    os.makedirs(path, exist_ok=True)
+    HubertModel(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor().save_pretrained(path)
+    return path

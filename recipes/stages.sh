@@ -41,11 +41,19 @@ if [ "$ngpu" -gt 1 ]; then
   log "--ngpu $ngpu: multi-GPU training needs torchrun, not wired yet; using one GPU"
 fi
 
-provision() { $train_cmd "$exp_dir/log/provision.log" $python -m mowe.pretrained --out "$pretrained_dir"; }
+# Recipes on hub models set provision_command=() (nothing to provision offline).
+[ -n "${provision_command+x}" ] || provision_command=($python -m mowe.pretrained --out "${pretrained_dir:-pretrained}")
+provision() {
+  if [ ${#provision_command[@]} -eq 0 ]; then log "  nothing to provision"; return 0; fi
+  $train_cmd "$exp_dir/log/provision.log" "${provision_command[@]}"
+}
+[ -n "${validate_manifests+x}" ] || validate_manifests=("$data_dir"/raw/{train,valid,test}.json)
+pretrained_args=()
+[ -n "${pretrained_dir:-}" ] && pretrained_args=(--pretrained_dir="$pretrained_dir")
 prepare() { $train_cmd "$exp_dir/log/prepare.log" "${prepare_command[@]}"; }
 validate() {
   $train_cmd "$exp_dir/log/validate.log" $python "$recipes_dir/validate_data.py" \
-    --manifests "$data_dir"/raw/{train,valid,test}.json --out_dir "$data_dir/clean"
+    --manifests "${validate_manifests[@]}" --out_dir "$data_dir/clean"
   grep -h "kept" "$exp_dir/log/validate.log" | sed 's/^/  /'
 }
 train_systems() {
@@ -53,7 +61,7 @@ train_systems() {
     system_overrides "$system"
     $train_cmd "$exp_dir/log/train_$system.log" $python "$recipes_dir/train.py" "$train_config" \
       --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
-      --pretrained_dir="$pretrained_dir" "${device_args[@]}" "${system_args[@]}"
+      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}"
   done
 }
 decode_systems() {
@@ -61,7 +69,7 @@ decode_systems() {
     system_overrides "$system"
     $decode_cmd "$exp_dir/log/decode_$system.log" $python "$recipes_dir/decode.py" "$train_config" \
       --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
-      --pretrained_dir="$pretrained_dir" "${device_args[@]}" "${system_args[@]}"
+      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}"
   done
 }
 score_systems() {

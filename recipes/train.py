@@ -7,11 +7,19 @@ The YAML provides ``model``, ``opt_class``, ``epoch_counter``, ``checkpointer``,
 ``train_manifest``, ``valid_manifest``, ``batch_size`` and ``output_folder`` (see
 ``egs/synthetic/conf/train.yaml``). Training resumes from the newest checkpoint in
 ``save_folder``. Model-spec keys are overridden through the included spec, e.g.
-``--spec "{mixture: null}"`` for the base-only baseline.
+``--spec "{mixture: null}"`` for the base-only baseline. ``--overrides_file=FILE``
+(repeatable) applies a YAML file of overrides first (the paper's table rows).
+
+Optional hparams: ``sampling_weights`` (JSON ``{id: weight}``: weighted sampling with
+replacement, one epoch = as many draws as training clips) and ``init_from`` (a save
+folder of another run, e.g. the ASR-only first stage of two-stage training: its newest
+checkpoint initialises the model when this run has no checkpoint of its own).
 """
 
+import json
 import logging
 import math
+import os
 import sys
 
 import speechbrain as sb
@@ -20,6 +28,39 @@ from mowe.brain import MoWEBrain
 from mowe.recipe import dataset, load_recipe_hparams
 
 logger = logging.getLogger("mowe.train")
+
+
+def weighted_sampler(train, weights_file, seed):
+    """SpeechBrain's reproducible weighted sampler over ``train`` from ``{id: weight}``."""
+    from speechbrain.dataio.sampler import ReproducibleWeightedRandomSampler
+
+    if not os.path.isfile(weights_file):
+        sys.exit(f"error: sampling_weights file not found: {weights_file}")
+    with open(weights_file, encoding="utf-8") as handle:
+        weights = json.load(handle)
+    missing = [i for i in train.data_ids if i not in weights]
+    if missing:
+        sys.exit(f"error: {weights_file} has no weight for {len(missing)} training clips "
+                 f"(e.g. {missing[0]}); regenerate it with the training manifest")
+    return ReproducibleWeightedRandomSampler([float(weights[i]) for i in train.data_ids],
+                                             num_samples=len(train), replacement=True,
+                                             seed=seed)
+
+
+def initialise_from(model, folder, own_checkpointer):
+    """Load the newest checkpoint of ``folder`` into ``model`` unless this run has one."""
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    if own_checkpointer.find_checkpoint() is not None:
+        logger.info("init_from ignored: resuming this run's own checkpoint")
+        return
+    if not os.path.isdir(folder):
+        sys.exit(f"error: init_from folder not found: {folder} (train the first stage first)")
+    source = Checkpointer(folder, recoverables={"model": model})
+    if source.find_checkpoint() is None:
+        sys.exit(f"error: init_from folder {folder} holds no checkpoint")
+    checkpoint = source.recover_if_possible()
+    logger.info("initialised the model from %s", checkpoint.path)
 
 
 def main(argv):
@@ -36,13 +77,20 @@ def main(argv):
         factory = hparams["lr_scheduler"]
         hparams["lr_scheduler"] = lambda optimizer: factory(optimizer,
                                                             num_training_steps=steps)
+    loader_kwargs = {"batch_size": hparams["batch_size"], "shuffle": True,
+                     "num_workers": hparams.get("num_workers", 0)}
+    if hparams.get("sampling_weights"):
+        loader_kwargs.pop("shuffle")
+        loader_kwargs["sampler"] = weighted_sampler(train, hparams["sampling_weights"],
+                                                    hparams.get("seed", 0))
+    if hparams.get("init_from"):
+        initialise_from(hparams["model"], hparams["init_from"], hparams["checkpointer"])
     brain = MoWEBrain(modules={"model": hparams["model"]}, opt_class=hparams["opt_class"],
                       hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     logger.info("training on %d clips (%d validation), %d optimizer steps",
                 len(train), len(valid), steps // brain.grad_accumulation_factor)
     brain.fit(hparams["epoch_counter"], train, valid,
-              train_loader_kwargs={"batch_size": hparams["batch_size"], "shuffle": True,
-                                   "num_workers": hparams.get("num_workers", 0)},
+              train_loader_kwargs=loader_kwargs,
               valid_loader_kwargs={"batch_size": hparams["batch_size"],
                                    "num_workers": hparams.get("num_workers", 0)})
     return 0

@@ -79,10 +79,10 @@ def test_swaps_are_overrides_only(tiny_models):
                          dispatch="dense")["model"]
     assert ablation.mixture.router_kinds == ["dep", "dep"]
     assert ablation.mixture.num_encoders == 2 and ablation.mixture.dispatch == "dense"
-    conv = load_spec(tiny_models,
-                     yaml_overrides="adapter: !name:mowe.adapters.ConvAdapter")
+    conv = load_spec(tiny_models, adapter_kind="conv", conv_adapter_stride=4)
     assert type(conv["model"].adapter).__name__ == "ConvAdapter"
-    assert conv["model"].projection.in_features == 512  # ConvAdapter default width
+    assert conv["model"].adapter.stride == 4
+    assert conv["model"].projection.in_features == 32  # adapter_dim of the tiny spec
 
 
 def test_a_few_brain_steps_lower_the_loss(trained):

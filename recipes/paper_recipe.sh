@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Shared body of the paper recipes' run.sh (egs/librispeech, meld, clotho_aqa,
+# spoken_squad, audiocaps, multitask): options, the paper's configurations
+# (recipes/paper_rows.sh) and the stage driver (recipes/stages.sh).
+# The sourcing run.sh may set before sourcing:
+#   extra_options        names of its own options (their defaults set as variables)
+#   prepare_extra        a function that sets the array prepare_args
+#   systems_override     a function that sets systems and system_overrides (multitask)
+tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
+recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+stage=0 stop_stage=6 data_folder="" audiobench_test="" row=table3 llm=llama3 ngpu=1
+cmd=local tag="" epochs="" max_duration=""
+python=${MOWE_PYTHON:-$(cd "$recipes_dir/.." && pwd)/.venv/bin/python}
+_options="stage stop_stage data_folder audiobench_test row llm ngpu cmd tag epochs max_duration python ${extra_options:-}"
+. "$tools_dir/parse_options.sh"
+. ./cmd.sh
+
+tag=${tag:-${row}_${llm}}
+data_dir=data
+train_config=$recipes_dir/conf/paper/train.yaml
+provision_command=()     # hub ids (or local mirrors given as overrides): nothing to convert
+pretrained_dir=""
+. "$recipes_dir/paper_rows.sh"
+paper_row_args "$row" "$llm"
+
+common_train_args=()
+[ -n "$epochs" ] && common_train_args+=(--number_of_epochs="$epochs")
+[ -n "$max_duration" ] && common_train_args+=(--max_duration="$max_duration")
+
+systems="baseline mowe"
+system_overrides() {
+  system_args=("${common_train_args[@]}")
+  case "$1" in
+    baseline) system_args+=("${baseline_args[@]}") ;;
+    *) system_args+=("${mowe_args[@]}") ;;
+  esac
+}
+if declare -F systems_override >/dev/null; then systems_override; fi
+
+prepare_args=()
+if declare -F prepare_extra >/dev/null; then prepare_extra; fi
+if [ -z "${prepare_command+x}" ]; then
+  if [ -z "$data_folder" ] && [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+    echo "$0: --data_folder DIR (the downloaded corpus) is required; see README.md" >&2
+    exit 2
+  fi
+  prepare_command=("$python" local/prepare.py --data_folder "$data_folder"
+                   --save_folder "$data_dir/raw" "${prepare_args[@]}")
+  [ -n "$audiobench_test" ] && prepare_command+=(--audiobench_test "$audiobench_test")
+fi
+
+. "$recipes_dir/stages.sh"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The paper's configurations as arguments of recipes/train.py (sourced by the run.sh of
+# the paper recipes). Sets, for `--row ROW --llm LLM`:
+#   mowe_args      overrides of the MoWE system
+#   baseline_args  overrides of its no-MoWE baseline (Table III)
+# Rows: table3 (4 Whisper-tiny, indep+dep), table4_indep, table4_dep (pool of 2),
+#       table4_indep2, table4_dep2,
+#       table4_indep_dep, table5 (2 Whisper-tiny + HuBERT-base + HuBERT-base-ER, prior),
+#       table6 (SpecAugment + Conv1D adapter). LLMs: llama3 (default), zephyr, phi3.
+paper_conf=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/conf/paper
+
+paper_row_args() {
+  local row=$1 llm=$2 llm_args=()
+  case "$llm" in
+    llama3) ;;
+    zephyr) llm_args=(--overrides_file="$paper_conf/llm_zephyr.yaml") ;;
+    phi3) llm_args=(--overrides_file="$paper_conf/llm_phi3.yaml") ;;
+    *) echo "unknown --llm $llm (llama3, zephyr, phi3)" >&2; return 2 ;;
+  esac
+  baseline_args=("${llm_args[@]}" --overrides_file="$paper_conf/baseline.yaml")
+  case "$row" in
+    table3|table4_indep_dep) mowe_args=("${llm_args[@]}") ;;
+    table4_indep) mowe_args=("${llm_args[@]}" "--routers=[indep]" --num_weak_encoders=2) ;;
+    table4_dep) mowe_args=("${llm_args[@]}" "--routers=[dep]" --num_weak_encoders=2) ;;
+    table4_indep2) mowe_args=("${llm_args[@]}" "--routers=[indep, indep]") ;;
+    table4_dep2) mowe_args=("${llm_args[@]}" "--routers=[dep, dep]") ;;
+    table5) mowe_args=("${llm_args[@]}" --overrides_file="$paper_conf/table5_diverse_pool.yaml") ;;
+    table6) mowe_args=("${llm_args[@]}" --overrides_file="$paper_conf/table6_specaug_conv.yaml")
+            baseline_args+=(--overrides_file="$paper_conf/table6_specaug_conv.yaml") ;;
+    *) echo "unknown --row $row (table3, table4_indep, table4_dep, table4_dep2," \
+            "table4_indep2, table4_indep_dep, table5, table6)" >&2; return 2 ;;
+  esac
+}
