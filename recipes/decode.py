@@ -6,8 +6,17 @@ Usage: python recipes/decode.py HPARAMS.yaml --test_manifest=M --hyp_file=OUT.js
 
 Loads the best checkpoint (lowest validation loss) from the YAML's checkpointer and
 writes one line per utterance: ``{"id", "task", "instruction", "hyp", "ref",
-"selected"}`` (``selected``: weak encoder chosen per router, or null). Rerunning skips
-utterances already in the file, so an interrupted decode resumes.
+"selected"}`` (``selected``: weak encoder chosen per router, or null). Each line is
+flushed and synced as it is written; rerunning skips utterances already in the file
+(a line cut off by a kill is dropped), so an interrupted decode resumes; SIGTERM or
+SIGUSR1 (Slurm's pre-timeout signal) ends it after the current batch with exit code 75.
+``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
+are moved to ``HYP_FILE.stale`` and decoding starts over.
+
+Job arrays: ``--shard J/N`` decodes every N-th utterance (sorted ids) into
+``HYP_FILE.shardJofN``; ``python recipes/decode.py --merge_shards N --hyp_file H
+--test_manifest M`` joins the N shards into ``H`` (atomically), checking that every
+test utterance is there exactly once.
 """
 
 import json
@@ -19,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from mowe.recipe import dataset, load_recipe_hparams
+from mowe.resume import EXIT_PREEMPTED, PreemptionFlag
 
 logger = logging.getLogger("mowe.decode")
 
@@ -36,9 +46,87 @@ def finished_ids(path):
                 good.append(line)
             except (json.JSONDecodeError, KeyError):
                 logger.warning("dropping an incomplete line of %s", path)
-    with open(path, "w", encoding="utf-8") as handle:
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
         handle.writelines(good)
+    os.replace(partial, path)
     return done
+
+
+def check_checkpoint_stamp(hyp_file, checkpoint_path):
+    """Keep ``hyp_file`` only if it was decoded with ``checkpoint_path``.
+
+    The checkpoint a hypothesis file comes from is recorded in ``HYP_FILE.ckpt``. When
+    it differs (the model was trained further), the old file is moved aside to
+    ``HYP_FILE.stale`` and decoding starts over. Returns True in that case.
+    """
+    stamp = hyp_file + ".ckpt"
+    current = os.path.abspath(str(checkpoint_path))
+    previous = open(stamp, encoding="utf-8").read().strip() if os.path.isfile(stamp) else None
+    stale = previous is not None and previous != current and os.path.isfile(hyp_file)
+    if stale:
+        logger.warning("%s was decoded with %s, not %s: moved to %s.stale, decoding anew",
+                       hyp_file, previous, current, hyp_file)
+        os.replace(hyp_file, hyp_file + ".stale")
+    with open(stamp + ".partial", "w", encoding="utf-8") as handle:
+        handle.write(current + "\n")
+    os.replace(stamp + ".partial", stamp)
+    return stale
+
+
+def pop_option(argv, name):
+    """Remove ``--name=value`` / ``--name value`` from ``argv``; return the value."""
+    for index, arg in enumerate(argv):
+        if arg == f"--{name}" and index + 1 < len(argv):
+            value = argv[index + 1]
+            del argv[index:index + 2]
+            return value
+        if arg.startswith(f"--{name}="):
+            del argv[index]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse_shard(text):
+    """``"2/4"`` -> ``(2, 4)``."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        sys.exit(f"error: --shard must look like 2/4, not {text!r}")
+    if not 1 <= index <= count:
+        sys.exit(f"error: shard {index} of {count} does not exist")
+    return index, count
+
+
+def shard_file(hyp_file, index, count):
+    return f"{hyp_file}.shard{index}of{count}"
+
+
+def merge_shards(hyp_file, count, test_manifest):
+    """Join the shard files into ``hyp_file``; every test id exactly once."""
+    from mowe.data import read_manifest
+
+    expected = set(read_manifest(test_manifest))
+    rows, seen = [], set()
+    for index in range(1, count + 1):
+        path = shard_file(hyp_file, index, count)
+        if not os.path.isfile(path):
+            sys.exit(f"error: {path} missing: decode job {index} of {count} did not run")
+        for line in open(path, encoding="utf-8"):
+            row = json.loads(line)
+            if row["id"] not in seen:
+                seen.add(row["id"])
+                rows.append(line if line.endswith("\n") else line + "\n")
+    missing = expected - seen
+    if missing:
+        sys.exit(f"error: {len(missing)} test utterances not decoded (e.g. "
+                 f"{sorted(missing)[0]}): rerun the decode jobs")
+    partial = hyp_file + ".partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.writelines(rows)
+    os.replace(partial, hyp_file)
+    logger.info("merged %d shards (%d utterances) into %s", count, len(rows), hyp_file)
+    return 0
 
 
 def main(argv):
@@ -47,30 +135,51 @@ def main(argv):
         return 0
     import speechbrain as sb
 
-    _, run_opts, _, hparams = load_recipe_hparams(argv)
+    argv = list(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    merge = pop_option(argv, "merge_shards")
+    if merge is not None:
+        hyp_file, manifest = pop_option(argv, "hyp_file"), pop_option(argv, "test_manifest")
+        if not hyp_file or not manifest:
+            sys.exit("error: --merge_shards needs --hyp_file and --test_manifest")
+        return merge_shards(hyp_file, int(merge), manifest)
+    shard = pop_option(argv, "shard")
+    shard = parse_shard(shard) if shard else None
+    _, run_opts, _, hparams = load_recipe_hparams(argv)
     device = getattr(run_opts, "device", None) or "cpu"
     model = hparams["model"].to(device).eval()
     checkpoint = hparams["checkpointer"].recover_if_possible(min_key="loss")
     if checkpoint is None:
         sys.exit(f"error: no checkpoint in {hparams['save_folder']}: train first")
     hyp_file = hparams["hyp_file"]
+    if shard:
+        hyp_file = shard_file(hyp_file, *shard)
     os.makedirs(os.path.dirname(os.path.abspath(hyp_file)), exist_ok=True)
+    check_checkpoint_stamp(hyp_file, checkpoint.path)
     done = finished_ids(hyp_file)
     routers = model.mixture.router_kinds if model.mixture is not None else []
     test = dataset(hparams["test_manifest"])
-    todo = [utt for utt in test.data_ids if utt not in done]
+    wanted = sorted(test.data_ids)
+    if shard:
+        wanted = wanted[shard[0] - 1::shard[1]]
+    todo = [utt for utt in wanted if utt not in done]
     if not todo:
         logger.info("all %d utterances already decoded in %s", len(done), hyp_file)
         return 0
     logger.info("decoding %d utterances (%d done before) with %s", len(todo), len(done),
                 checkpoint.path)
     # Longest first: padding waste is smallest and an out-of-memory shows up at once.
-    todo.sort(key=lambda utt: -test.data[utt]["duration"])
-    subset = test.filtered_sorted(key_test={"id": lambda utt: utt in set(todo)})
+    todo_set = set(todo)
+    subset = test.filtered_sorted(key_test={"id": lambda utt: utt in todo_set},
+                                  sort_key="duration", reverse=True)
     loader = sb.dataio.dataloader.make_dataloader(subset, batch_size=hparams["batch_size"])
+    stop = PreemptionFlag().install()  # SIGTERM/SIGUSR1: finish the batch, then exit 75
     with open(hyp_file, "a", encoding="utf-8") as out, torch.no_grad():
         for batch in tqdm(loader, desc="decoding"):
+            if stop.requested:
+                logger.warning("%s: stopping; %s holds what is decoded, rerun to finish",
+                               stop.requested, hyp_file)
+                return EXIT_PREEMPTED
             batch = batch.to(device)
             wavs, wav_lens = batch.sig
             hyps, selected = model.generate(wavs, wav_lens, batch.instruction,
@@ -83,6 +192,7 @@ def main(argv):
                        "routers": routers}
                 out.write(json.dumps(row) + "\n")
             out.flush()
+            os.fsync(out.fileno())
     return 0
 
 

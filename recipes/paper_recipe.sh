@@ -10,9 +10,9 @@ tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 stage=0 stop_stage=6 data_folder="" audiobench_test="" row=table3 llm=llama3 ngpu=1
-cmd=local tag="" epochs="" max_duration=""
+num_nodes=1 cmd=local nj=1 tag="" epochs="" max_duration=""
 python=${MOWE_PYTHON:-$(cd "$recipes_dir/.." && pwd)/.venv/bin/python}
-_options="stage stop_stage data_folder audiobench_test row llm ngpu cmd tag epochs max_duration python ${extra_options:-}"
+_options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj tag epochs max_duration python ${extra_options:-}"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
 

@@ -2,7 +2,7 @@
 # The shared stage driver of every egs/<dataset>/run.sh (sourced after run.sh has set
 # its variables and parsed the options). Logic lives in the Python entry points; this
 # file only sequences them, skips finished stages (.done markers) and launches jobs
-# through $train_cmd / $decode_cmd (cmd.sh).
+# through $prep_cmd / $train_cmd / $decode_cmd (recipes/cmd.sh).
 #
 # Stages: 0 provision pretrained models, 1 prepare data, 2 validate audio,
 #         3 train each system, 4 decode, 5 score, 6 report.
@@ -34,42 +34,74 @@ run_stage() {
   log "stage $number ($name): done in $((SECONDS - start)) s"
 }
 
-device_args=()
+nj=${nj:-1}
+num_nodes=${num_nodes:-1}
+prep_cmd=${prep_cmd:-$train_cmd}
 [ -n "${score_args+x}" ] || score_args=()
-if [ "$ngpu" -ge 1 ]; then device_args=(--device=cuda:0 --precision=bf16); fi
-if [ "$ngpu" -gt 1 ]; then
-  log "--ngpu $ngpu: multi-GPU training needs torchrun, not wired yet; using one GPU"
+# Training processes: one; torchrun with --ngpu processes on one node; or, over several
+# Slurm nodes, tools/torchrun_nodes.sh (srun + torchrun). SpeechBrain's DDP does the rest
+# (each process takes the GPU of its LOCAL_RANK, so no --device is given then);
+# recipes/train.py keeps the global batch by adjusting gradient accumulation.
+decode_device_args=()
+[ "$ngpu" -ge 1 ] && decode_device_args=(--device=cuda:0 --precision=bf16)
+device_args=("${decode_device_args[@]}")
+train_launcher=($python)
+if [ "$num_nodes" -gt 1 ]; then
+  train_launcher=("$tools_dir/torchrun_nodes.sh" "$python" "$ngpu" "$num_nodes")
+  device_args=(--precision=bf16 --distributed_backend=nccl)
+elif [ "$ngpu" -gt 1 ]; then
+  train_launcher=($python -m torch.distributed.run --standalone --nproc_per_node="$ngpu")
+  device_args=(--precision=bf16 --distributed_backend=nccl)
 fi
 
 # Recipes on hub models set provision_command=() (nothing to provision offline).
 [ -n "${provision_command+x}" ] || provision_command=($python -m mowe.pretrained --out "${pretrained_dir:-pretrained}")
 provision() {
   if [ ${#provision_command[@]} -eq 0 ]; then log "  nothing to provision"; return 0; fi
-  $train_cmd "$exp_dir/log/provision.log" "${provision_command[@]}"
+  $prep_cmd "$exp_dir/log/provision.log" "${provision_command[@]}"
 }
 [ -n "${validate_manifests+x}" ] || validate_manifests=("$data_dir"/raw/{train,valid,test}.json)
 pretrained_args=()
 [ -n "${pretrained_dir:-}" ] && pretrained_args=(--pretrained_dir="$pretrained_dir")
-prepare() { $train_cmd "$exp_dir/log/prepare.log" "${prepare_command[@]}"; }
+# With nj > 1 and a preparer that shards (prepare_merge_command set), preparation is a
+# job array of nj jobs, then a merge.
+prepare() {
+  if [ "$nj" -gt 1 ] && [ -n "${prepare_merge_command+x}" ]; then
+    $prep_cmd JOB=1:"$nj" "$exp_dir/log/prepare.JOB.log" "${prepare_command[@]}" --shard JOB/"$nj"
+    $prep_cmd "$exp_dir/log/prepare_merge.log" "${prepare_merge_command[@]}"
+  else
+    $prep_cmd "$exp_dir/log/prepare.log" "${prepare_command[@]}"
+  fi
+}
 validate() {
-  $train_cmd "$exp_dir/log/validate.log" $python "$recipes_dir/validate_data.py" \
+  $prep_cmd "$exp_dir/log/validate.log" $python "$recipes_dir/validate_data.py" \
     --manifests "${validate_manifests[@]}" --out_dir "$data_dir/clean"
   grep -h "kept" "$exp_dir/log/validate.log" | sed 's/^/  /'
 }
 train_systems() {
   for system in $systems; do
     system_overrides "$system"
-    $train_cmd "$exp_dir/log/train_$system.log" $python "$recipes_dir/train.py" "$train_config" \
+    $train_cmd "$exp_dir/log/train_$system.log" "${train_launcher[@]}" "$recipes_dir/train.py" "$train_config" \
       --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
       "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}"
   done
 }
 decode_systems() {
+  local args
   for system in $systems; do
     system_overrides "$system"
-    $decode_cmd "$exp_dir/log/decode_$system.log" $python "$recipes_dir/decode.py" "$train_config" \
-      --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
-      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}"
+    args=("$train_config" --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean"
+          "${pretrained_args[@]}" "${system_args[@]}")
+    args+=("${decode_device_args[@]}")
+    if [ "$nj" -gt 1 ]; then  # a job array over nj shards of the test set, then a merge
+      $decode_cmd JOB=1:"$nj" "$exp_dir/log/decode_$system.JOB.log" $python \
+        "$recipes_dir/decode.py" "${args[@]}" --shard JOB/"$nj"
+      $prep_cmd "$exp_dir/log/decode_${system}_merge.log" $python "$recipes_dir/decode.py" \
+        --merge_shards "$nj" --hyp_file "$exp_dir/$system/hyps.jsonl" \
+        --test_manifest "$data_dir/clean/test.json"
+    else
+      $decode_cmd "$exp_dir/log/decode_$system.log" $python "$recipes_dir/decode.py" "${args[@]}"
+    fi
   done
 }
 score_systems() {

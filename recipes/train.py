@@ -10,7 +10,9 @@ The YAML provides ``model``, ``opt_class``, ``epoch_counter``, ``checkpointer``,
 ``--spec "{mixture: null}"`` for the base-only baseline. ``--overrides_file=FILE``
 (repeatable) applies a YAML file of overrides first (the paper's table rows).
 
-Optional hparams: ``sampling_weights`` (JSON ``{id: weight}``: weighted sampling with
+Optional hparams: ``sorting`` (SpeechBrain's convention: ``random`` shuffles each epoch,
+the default; ``ascending`` / ``descending`` order the clips by duration, e.g. to compare
+runs batch for batch), ``sampling_weights`` (JSON ``{id: weight}``: weighted sampling with
 replacement, one epoch = as many draws as training clips) and ``init_from`` (a save
 folder of another run, e.g. the ASR-only first stage of two-stage training: its newest
 checkpoint initialises the model when this run has no checkpoint of its own).
@@ -63,21 +65,59 @@ def initialise_from(model, folder, own_checkpointer):
     logger.info("initialised the model from %s", checkpoint.path)
 
 
+def plan_batches(hparams, world_size):
+    """Per-process batch and accumulation steps that keep ``global_batch_size`` fixed.
+
+    ``batch_size`` is the most clips one process holds at once; with ``W`` processes and
+    a global batch ``G``, each process takes ``b = min(batch_size, G / W)`` clips and
+    accumulates ``G / (W b)`` batches per optimizer step. Without ``global_batch_size``
+    the hparams are used as they are.
+    """
+    target = hparams.get("global_batch_size")
+    if not target:
+        return hparams["batch_size"], hparams.get("grad_accumulation_factor", 1)
+    target = int(target)
+    if target % world_size:
+        sys.exit(f"error: global_batch_size {target} is not divisible by {world_size} "
+                 "processes")
+    per_process = min(int(hparams["batch_size"]), target // world_size)
+    while (target // world_size) % per_process:
+        per_process -= 1
+    return per_process, target // (world_size * per_process)
+
+
 def main(argv):
     if any(arg in ("-h", "--help") for arg in argv):
         print(__doc__)
         return 0
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if hparams.get("global_batch_size") and \
+            "grad_accumulation_factor" in run_opts.overridden_args:
+        sys.exit("error: give either global_batch_size (the accumulation follows from it) "
+                 "or --grad_accumulation_factor, not both")
+    hparams["batch_size"], hparams["grad_accumulation_factor"] = plan_batches(hparams,
+                                                                              world_size)
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=hparams_file, overrides=overrides)
     train = dataset(hparams["train_manifest"], hparams.get("max_duration"))
     valid = dataset(hparams["valid_manifest"], hparams.get("max_duration"))
-    steps = hparams["number_of_epochs"] * math.ceil(len(train) / hparams["batch_size"])
+    batches_per_epoch = math.ceil(len(train) / (hparams["batch_size"] * world_size))
+    # SpeechBrain steps the optimizer every grad_accumulation_factor batches (a trailing
+    # partial accumulation is not stepped)
+    steps = hparams["number_of_epochs"] * max(
+        1, batches_per_epoch // hparams["grad_accumulation_factor"])
     if "lr_scheduler" in hparams:
         factory = hparams["lr_scheduler"]
         hparams["lr_scheduler"] = lambda optimizer: factory(optimizer,
                                                             num_training_steps=steps)
-    loader_kwargs = {"batch_size": hparams["batch_size"], "shuffle": True,
+    sorting = hparams.get("sorting", "random")
+    if sorting not in ("random", "ascending", "descending"):
+        sys.exit(f"error: sorting must be random, ascending or descending, not {sorting!r}")
+    if sorting != "random":  # by duration; SpeechBrain's DDP sampler then keeps the order
+        train = train.filtered_sorted(sort_key="duration", reverse=sorting == "descending")
+    loader_kwargs = {"batch_size": hparams["batch_size"], "shuffle": sorting == "random",
                      "num_workers": hparams.get("num_workers", 0)}
     if hparams.get("sampling_weights"):
         loader_kwargs.pop("shuffle")
@@ -87,8 +127,11 @@ def main(argv):
         initialise_from(hparams["model"], hparams["init_from"], hparams["checkpointer"])
     brain = MoWEBrain(modules={"model": hparams["model"]}, opt_class=hparams["opt_class"],
                       hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
-    logger.info("training on %d clips (%d validation), %d optimizer steps",
-                len(train), len(valid), steps // brain.grad_accumulation_factor)
+    logger.info("training on %d clips (%d validation), %d optimizer steps; %d process(es) "
+                "x batch %d x %d accumulation = global batch %d", len(train), len(valid),
+                steps, world_size, hparams["batch_size"],
+                brain.grad_accumulation_factor,
+                world_size * hparams["batch_size"] * brain.grad_accumulation_factor)
     brain.fit(hparams["epoch_counter"], train, valid,
               train_loader_kwargs=loader_kwargs,
               valid_loader_kwargs={"batch_size": hparams["batch_size"],

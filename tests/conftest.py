@@ -69,3 +69,29 @@ def audio_batch():
     instructions = ["Transcribe the speech.", "What emotion is expressed?", "How many tones?"]
     answers = ["hello world", "joy", "three"]
     return wav, wav_lens, instructions, answers
+
+
+RECIPE = os.path.join(REPO, "egs", "synthetic")
+
+
+def run_recipe(*args):
+    """Run egs/synthetic/run.sh with this interpreter; return its stdout."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MOWE_PYTHON=sys.executable, HF_HUB_OFFLINE="1")
+    result = subprocess.run(["bash", "run.sh", *args], cwd=RECIPE, env=env,
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def tiny_run():
+    """egs/synthetic at --size tiny, all stages, once per session: (exp folder, stdout)."""
+    import shutil
+
+    tag = "pytest_tiny"
+    shutil.rmtree(os.path.join(RECIPE, "exp", tag), ignore_errors=True)
+    output = run_recipe("--size", "tiny", "--tag", tag)
+    return os.path.join(RECIPE, "exp", tag), output

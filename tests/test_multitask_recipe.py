@@ -46,7 +46,7 @@ def combined(tmp_path_factory):
     out = root / "combined"
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "egs", "multitask", "local", "prepare.py"),
-         "--manifests", *folders, "--save_folder", str(out), "--weights", "2", "1", "1",
+         "--manifests", *folders, "--names", *DATASETS, "--save_folder", str(out), "--weights", "2", "1", "1",
          "1", "1", "--asr_only_stage1"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     return root, out
@@ -77,7 +77,7 @@ def train_args(models, out_dir, data_dir, *extra):
             f"--base_encoder_source={models['whisper']}",
             f"--weak_encoder_source={models['whisper']}",
             f"--llm_source={models['llama']}", "--llm_dtype=float32", "--num_workers=0",
-            "--batch_size=12", "--grad_accumulation_factor=1", "--number_of_epochs=1",
+            "--batch_size=12", "--global_batch_size=12", "--number_of_epochs=1",
             "--spec={adapter_dim: 32, lora_rank: 4, num_audio_tokens: 8, frames_per_token: 4}",
             *extra]
 

@@ -64,7 +64,7 @@ def test_configuration_forward_backward(family_models, tmp_path, files, llm, ext
                       *[f"--overrides_file={os.path.join(PAPER, f)}" for f in files])
     _, _, _, hparams = load_recipe_hparams(argv)
     model = hparams["model"]
-    assert hparams["batch_size"] * hparams["grad_accumulation_factor"] == 32
+    assert hparams["global_batch_size"] == 32
     assert hparams["number_of_epochs"] == 5 and hparams["lr"] == pytest.approx(5e-5)
     mixture = model.mixture
     if expected["routers"] == 0:

@@ -8,26 +8,9 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, RECIPE, run_recipe
 
-RECIPE = os.path.join(REPO, "egs", "synthetic")
 STAGES = ["provision", "prepare", "validate", "train", "decode", "score", "report"]
-
-
-def run_recipe(*args):
-    env = dict(os.environ, MOWE_PYTHON=sys.executable, HF_HUB_OFFLINE="1")
-    result = subprocess.run(["bash", "run.sh", *args], cwd=RECIPE, env=env,
-                            capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def tiny_run():
-    tag = "pytest_tiny"
-    shutil.rmtree(os.path.join(RECIPE, "exp", tag), ignore_errors=True)
-    output = run_recipe("--size", "tiny", "--tag", tag)
-    return os.path.join(RECIPE, "exp", tag), output
 
 
 def read_json(path):

@@ -1,6 +1,3 @@
-# Job launchers (ESPnet-style): every stage calls "$train_cmd LOG command..." or
-# "$decode_cmd LOG command...". --cmd local runs here; other launchers plug in here.
-case "${cmd:-local}" in
-  local) train_cmd="$tools_dir/launch.sh"; decode_cmd="$tools_dir/launch.sh" ;;
-  *) echo "cmd.sh: unknown --cmd $cmd (available: local)" >&2; exit 2 ;;
-esac
+# Job launchers of this recipe: the shared ones (recipes/cmd.sh). Edit after the source
+# line to adapt them, e.g. train_cmd="$train_cmd --partition gpu --mem 64G".
+. ../../recipes/cmd.sh

@@ -14,12 +14,14 @@ set_prepare_command() {
   local manifests=() name
   for name in $datasets; do manifests+=("../$name/data/clean"); done
   prepare_command=("${python:-python}" local/prepare.py --manifests "${manifests[@]}"
-                   --save_folder data/raw --asr_only_stage1)
+                   --names $datasets --save_folder data/raw)
   if [ -n "$weights" ]; then prepare_command+=(--weights $weights); fi
+  if [ "$two_stage" = true ]; then prepare_command+=(--asr_only_stage1); fi
 }
 systems_override() {
   set_prepare_command
-  validate_manifests=(data/raw/{train,valid,test,train_stage1}.json)
+  validate_manifests=(data/raw/{train,valid,test}.json)
+  if [ "$two_stage" = true ]; then validate_manifests+=(data/raw/train_stage1.json); fi
   if [ -n "$weights" ]; then common_train_args+=(--sampling_weights=data/raw/sampling_weights.json); fi
   if [ "$two_stage" = true ]; then
     tag=${tag}_two_stage

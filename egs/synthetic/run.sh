@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # egs/synthetic: the offline 5-task recipe (ASR, ER, AQA, SQA, AC), end to end.
 #   ./run.sh [--size tiny|small|default] [--seed N] [--stage N] [--stop_stage M]
-#            [--ngpu N] [--cmd local] [--tag NAME] [--epochs N]
+#            [--ngpu N] [--num_nodes K] [--cmd local|slurm] [--nj N] [--tag NAME]
+#            [--epochs N]
+# --nj N: synthesis and decoding as job arrays of N jobs (local or Slurm).
 set -euo pipefail
 cd "$(dirname "$0")"
 tools_dir=$(cd ../../tools && pwd)
 
-stage=0 stop_stage=6 size=default seed=1234 ngpu=0 cmd=local tag="" epochs=""
+stage=0 stop_stage=6 size=default seed=1234 ngpu=0 num_nodes=1 cmd=local nj=1 tag="" epochs=""
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
-_options="stage stop_stage size seed ngpu cmd tag epochs python"
+_options="stage stop_stage size seed ngpu num_nodes cmd nj tag epochs python"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
 
@@ -18,6 +20,7 @@ data_dir=data/${size}_seed${seed}
 train_config=conf/train.yaml
 systems="baseline mowe"
 prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --seed "$seed")
+prepare_merge_command=("$python" -m mowe.synth --out "$data_dir/raw" --merge_shards "$nj")
 epoch_args=()
 [ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
 [ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)

@@ -87,7 +87,7 @@ def _write_item(job):
     return utt, entry
 
 
-def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True):
+def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True, shard=None):
     """Write the corpus; return ``{split: manifest path}``.
 
     Arguments
@@ -102,6 +102,10 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True):
         Worker processes (default: all cores).
     progress : bool
         Show a progress bar.
+    shard : tuple of int, optional
+        ``(j, n)``: make only every n-th item starting at the j-th (1-based) and write
+        ``<split>.shard<j>of<n>.json``; :func:`merge_shards` joins the n shards (a job
+        array over n machines).
     """
     from tqdm import tqdm
 
@@ -113,6 +117,13 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True):
         for task in TASKS:
             os.makedirs(os.path.join(out, split, task), exist_ok=True)
             work += [(task, split, i, seed, out) for i in range(SIZES[size][split])]
+    suffix = ""
+    if shard is not None:
+        index, count = shard
+        if not 1 <= index <= count:
+            raise ValueError(f"shard {index} of {count} does not exist")
+        work = work[index - 1::count]
+        suffix = f".shard{index}of{count}"
     manifests = {split: {} for split in SPLITS}
     # "spawn", not fork: forking a process whose torch/OpenMP threads are running (a
     # test session, a notebook) can deadlock the children.
@@ -124,10 +135,40 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True):
             manifests[split][utt] = entry
     paths = {}
     for split, entries in manifests.items():
-        paths[split] = os.path.join(out, f"{split}.json")
-        tmp = paths[split] + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(entries, handle, indent=1, sort_keys=True)
-        os.replace(tmp, paths[split])
+        paths[split] = os.path.join(out, f"{split}{suffix}.json")
+        _write_json(paths[split], entries)
     logger.info("wrote %s", ", ".join(f"{s}: {len(m)} items" for s, m in manifests.items()))
+    return paths
+
+
+def _write_json(path, entries):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(entries, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def merge_shards(out, count):
+    """Join ``<split>.shard<j>of<count>.json`` (j = 1..count) into ``<split>.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the shards that are missing (their jobs did not finish).
+    """
+    out = os.path.abspath(out)
+    paths = {}
+    for split in SPLITS:
+        shards = [os.path.join(out, f"{split}.shard{j}of{count}.json")
+                  for j in range(1, count + 1)]
+        missing = [p for p in shards if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} shard manifest(s) missing, e.g. "
+                                    f"{missing[0]}: rerun those jobs")
+        entries = {}
+        for path in shards:
+            with open(path, encoding="utf-8") as handle:
+                entries.update(json.load(handle))
+        paths[split] = os.path.join(out, f"{split}.json")
+        _write_json(paths[split], entries)
     return paths

@@ -1,0 +1,160 @@
+"""Full resume: a training run killed with SIGKILL mid-epoch and restarted ends with the
+same weights as an uninterrupted run; SIGTERM checkpoints before exiting; a decode
+killed midway only decodes the rest when rerun. Real processes, tiny models."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "egs", "synthetic", "conf", "train.yaml")
+TASKS = [("asr", "Transcribe.", "hello world"), ("er", "Emotion?", "happy"),
+         ("aqa", "How many beeps?", "two")]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A fake pretrained folder holding tiny models under the offline names, and data."""
+    from mowe.testing import make_tiny_llama, make_tiny_whisper
+
+    root = tmp_path_factory.mktemp("resume")
+    pretrained = root / "pretrained"
+    make_tiny_whisper(str(pretrained / "whisper-tiny.en"))
+    make_tiny_llama(str(pretrained / "smollm2-135m-instruct"), initializer_range=0.3)
+    data = root / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("valid", 3), ("test", 9)):
+        entries = {}
+        for index in range(count):
+            task, instruction, answer = TASKS[index % 3]
+            wav = str(data / f"{split}_{index}.wav")
+            soundfile.write(wav, (0.1 * rng.standard_normal(4000 + 400 * index))
+                            .astype("float32"), 16000)
+            entries[f"{split}_{index:02d}"] = {"wav": wav, "duration": (4000 + 400 * index)
+                                               / 16000, "task": task,
+                                               "instruction": instruction, "answer": answer}
+        (data / f"{split}.json").write_text(json.dumps(entries))
+    return root, pretrained, data
+
+
+def command(script, setup, out, *extra):
+    """train.py / decode.py on the tiny setup; ``extra`` ``--key=value`` replace defaults."""
+    root, pretrained, data = setup
+    options = dict(arg.split("=", 1) for arg in (
+        f"--output_folder={out}", f"--data_folder={data}", f"--pretrained_dir={pretrained}",
+        "--number_of_epochs=2", "--batch_size=2", "--global_batch_size=2",
+        "--ckpt_interval_minutes=0", "--ckpt_interval_steps=1", "--max_new_tokens=4",
+        "--seed=7", *extra))
+    return [sys.executable, os.path.join(REPO, "recipes", script), CONFIG,
+            *[f"{key}={value}" for key, value in options.items()]]
+
+
+def trace(out):
+    path = os.path.join(out, "loss_trace.jsonl")
+    if not os.path.isfile(path):
+        return []
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+def run_until(cmd, out, steps, sig, timeout=300):
+    """Start ``cmd``, send ``sig`` once the loss trace has ``steps`` lines."""
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=REPO)
+    start = time.time()
+    while len(trace(out)) < steps:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.time() - start < timeout
+        time.sleep(0.05)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def final_weights(out):
+    save = os.path.join(out, "save")
+    newest = sorted(d for d in os.listdir(save) if d.startswith("CKPT"))[-1]
+    return torch.load(os.path.join(save, newest, "model.ckpt"), weights_only=False)
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(setup, tmp_path):
+    reference = tmp_path / "uninterrupted"
+    result = subprocess.run(command("train.py", setup, reference), capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [row["optimizer_step"] for row in trace(reference)]
+    assert steps == list(range(1, 13))  # 12 clips / batch 2 x 2 epochs
+
+    killed = tmp_path / "killed"
+    code, _ = run_until(command("train.py", setup, killed), killed, 8, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    before = [row["optimizer_step"] for row in trace(killed)]
+    result = subprocess.run(command("train.py", setup, killed), capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = [row["optimizer_step"] for row in trace(killed)][len(before):]
+    # the step counter continues from the last checkpoint (at most one step is redone)
+    assert after and after[0] >= before[-1] and after[-1] == 12
+    reference_weights, resumed_weights = final_weights(reference), final_weights(killed)
+    assert reference_weights.keys() == resumed_weights.keys()
+    for key, value in reference_weights.items():
+        if torch.is_tensor(value):
+            torch.testing.assert_close(resumed_weights[key], value, rtol=0, atol=1e-6)
+    # the losses of the redone and later steps equal the uninterrupted run's
+    reference_loss = {row["optimizer_step"]: row["loss"] for row in trace(reference)}
+    for row in trace(killed)[len(before):]:
+        assert row["loss"] == pytest.approx(reference_loss[row["optimizer_step"]], abs=1e-5)
+
+
+def test_sigterm_checkpoints_before_exit(setup, tmp_path):
+    out = tmp_path / "terminated"
+    cmd = command("train.py", setup, out, "--ckpt_interval_steps=0")  # no periodic saves
+    code, output = run_until(cmd, out, 3, signal.SIGTERM)
+    assert code == 75, output[-3000:]
+    assert "SIGTERM" in output and "saved a checkpoint at optimizer step" in output
+    save = out / "save"
+    checkpoints = [d for d in os.listdir(save) if d.startswith("CKPT")]
+    assert len(checkpoints) == 1
+    meta = (save / checkpoints[0] / "CKPT.yaml").read_text()
+    assert "INTRA_EPOCH" in meta.upper() or "intra" in meta.lower()
+    done = len(trace(out))
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [row["optimizer_step"] for row in trace(out)]
+    assert steps[done:][0] == steps[done - 1] + 1 and steps[-1] == 12  # nothing redone
+
+
+def test_decode_killed_midway_only_decodes_the_rest(setup, tmp_path):
+    out = tmp_path / "decoded"
+    result = subprocess.run(command("train.py", setup, out, "--number_of_epochs=1"),
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hyps = out / "hyps.jsonl"
+    process = subprocess.Popen(command("decode.py", setup, out, "--batch_size=1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=REPO)
+    start = time.time()
+    while not hyps.exists() or len(hyps.read_text().splitlines()) < 3:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.time() - start < 300
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    with open(hyps, "a") as handle:  # as if the kill cut a line in half
+        handle.write('{"id": "test_0')
+    first = [json.loads(line)["id"] for line in hyps.read_text().splitlines()[:-1]]
+    result = subprocess.run(command("decode.py", setup, out, "--batch_size=1"),
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"decoding {9 - len(first)} utterances ({len(first)} done before)" in result.stderr
+    ids = [json.loads(line)["id"] for line in hyps.read_text().splitlines()]
+    assert sorted(ids) == [f"test_{i:02d}" for i in range(9)]  # each exactly once
+    assert ids[:len(first)] == first
