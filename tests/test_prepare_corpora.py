@@ -128,6 +128,29 @@ def test_wrong_paths_exit_with_one_line_errors(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["empty"]  # nothing written
 
 
+def test_malformed_files_exit_with_one_line_errors(tmp_path):
+    """A SQuAD JSON whose article is not an object, an unreadable CSV, an AudioCaps
+    pattern with a bad field: ``error: ...`` naming the problem, no traceback."""
+    squad = tmp_path / "squad"
+    squad.mkdir()
+    (squad / "spoken_train-v1.1.json").write_text(json.dumps({"data": ["not an article"]}))
+    clotho = tmp_path / "clotho"
+    (clotho / "audio_files").mkdir(parents=True)
+    for split in ("train", "val", "test"):  # an over-long field breaks Python's CSV reader
+        (clotho / f"clotho_aqa_{split}.csv").write_text(
+            "file_name,QuestionText,answer,confidence\n\"a.wav," + "x" * 200000 + "\n")
+    calls = [("spoken_squad", "--data_folder", squad, "--save_folder", tmp_path / "s1",
+              "not a SQuAD article"),
+             ("clotho_aqa", "--data_folder", clotho, "--save_folder", tmp_path / "c1",
+              "malformed CSV"),
+             ("audiocaps", "--data_folder", tmp_path, "--save_folder", tmp_path / "a1",
+              "--audio_pattern", "{split.x}.wav", "bad field")]
+    for name, *args, expected in calls:
+        code, _, stderr = finish(start(name, *args))
+        assert code != 0 and "Traceback" not in stderr, (name, stderr[-2000:])
+        assert expected in stderr, (name, stderr[-2000:])
+
+
 # ----------------------------------------------------------------------------- LibriSpeech
 
 def make_librispeech(root):
@@ -578,9 +601,18 @@ def test_audiobench_without_datasets_package_says_how_to_install(tmp_path, monke
 def test_audiobench_test_split_from_load_from_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
     make_librispeech(tmp_path / "corpus")
-    rows = {"context": [{"array": np.zeros(16000).tolist(), "sampling_rate": 16000}],
-            "instruction": ["Transcribe."], "answer": ["HELLO AUDIOBENCH"]}
-    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ab"))
+    # as AudioBench's test sets are stored: an Audio column (encoded wav bytes)
+    wav = tmp_path / "one.wav"
+    soundfile.write(str(wav), 0.1 * np.sin(np.arange(16000) / 5.0), 16000)
+    rows = {"context": [{"bytes": wav.read_bytes(), "path": None}],
+            "instruction": ["Transcribe."],
+            "answer": ["HELLO AUDIOBENCH"]}
+    # built as encoded storage, then typed as Audio (an arrow cast: encoding examples
+    # through `datasets` would need torchcodec, which this stack does not install)
+    table = datasets.Dataset.from_dict(rows).cast_column("context", datasets.Audio())
+    assert isinstance(table.features["context"], datasets.Audio)
+    table.save_to_disk(str(tmp_path / "ab"))
+    wav.unlink()  # the dataset holds the audio itself
     out = tmp_path / "out"
     run("librispeech", "--data_folder", tmp_path / "corpus", "--save_folder", out,
         "--train_splits", "train-clean-100", "--audiobench_test", tmp_path / "ab")

@@ -12,6 +12,11 @@ datasets="librispeech meld clotho_aqa spoken_squad audiocaps" weights="" two_sta
 extra_options="datasets weights two_stage"
 set_prepare_command() {
   local manifests=() name
+  if [ -n "$audiobench_test" ]; then
+    echo "$0: --audiobench_test belongs to each dataset's recipe (its test set is then" \
+         "combined here): ../<dataset>/run.sh --audiobench_test DIR --stop_stage 2" >&2
+    exit 2
+  fi
   for name in $datasets; do manifests+=("../$name/data/clean"); done
   prepare_command=("${python:-python}" local/prepare.py --manifests "${manifests[@]}"
                    --names $datasets --save_folder data/raw)

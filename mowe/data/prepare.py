@@ -504,10 +504,13 @@ def read_csv(path, required_columns, encodings=("utf-8-sig", "cp1252")):
         raise PrepareError(f"{path} lacks the columns {', '.join(missing)} "
                            f"(found: {', '.join(columns) or 'none'})")
     rows = []
-    for row in reader:
-        clean = {(key or "").strip(): (value or "").strip() if isinstance(value, str) else ""
-                 for key, value in row.items()}
-        rows.append((reader.line_num, clean))
+    try:
+        for row in reader:
+            clean = {(key or "").strip(): (value or "").strip() if isinstance(value, str)
+                     else "" for key, value in row.items()}
+            rows.append((reader.line_num, clean))
+    except csv.Error as error:
+        raise PrepareError(f"{path}:{reader.line_num}: malformed CSV ({error})") from error
     return rows
 
 
@@ -577,6 +580,14 @@ def load_audiobench_test(path):
             raise PrepareError(f"{path} holds several splits ({', '.join(names)}); "
                                "point --audiobench_test at one of them")
         dataset = dataset[names[0]]
+    missing = [c for c in ("context", "answer") if c not in dataset.column_names]
+    if missing:
+        raise PrepareError(f"{path} lacks the AudioBench column(s) {', '.join(missing)} "
+                           f"(has: {', '.join(dataset.column_names)})")
+    if isinstance(dataset.features.get("context"), datasets.Audio):
+        # The encoded bytes, decoded here with soundfile: recent `datasets` releases
+        # decode Audio columns through torchcodec, which this stack does not need.
+        dataset = dataset.cast_column("context", datasets.Audio(decode=False))
     return dataset
 
 
@@ -588,11 +599,25 @@ def _text_of(value):
 
 
 def _audio_of(context):
-    """``(array, sampling_rate)`` of a ``context`` audio cell (plain or nested)."""
+    """``(array, sampling_rate)`` of a ``context`` audio cell: decoded
+    (``{"array", "sampling_rate"}``, possibly nested under ``"audio"``) or encoded
+    (``{"bytes", "path"}``, an Audio column read with ``decode=False``)."""
     if isinstance(context, dict) and "array" not in context and "audio" in context:
         context = context["audio"]
+    if isinstance(context, dict) and "array" not in context and (
+            context.get("bytes") or context.get("path")):
+        import soundfile
+
+        source = io.BytesIO(context["bytes"]) if context.get("bytes") else context["path"]
+        try:
+            array, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
+            raise AudioReadError(f"cannot decode audio: {_one_line(error)}") from error
+        return array.mean(axis=1), int(rate)
     if not isinstance(context, dict) or "array" not in context:
         raise AudioReadError("cannot read audio: context has no audio array")
+    if context.get("sampling_rate") is None:
+        raise AudioReadError("cannot read audio: context has no sampling_rate")
     array = np.asarray(context["array"], dtype=np.float32)
     if array.ndim > 1:
         array = array.mean(axis=-1 if array.shape[-1] < array.shape[0] else 0)

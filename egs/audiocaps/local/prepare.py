@@ -63,7 +63,7 @@ def check_pattern(parser, pattern):
     """Reject a pattern with unknown fields before any work."""
     try:
         pattern.format(**{field: "x" for field in PATTERN_FIELDS})
-    except (KeyError, IndexError, ValueError) as error:
+    except (KeyError, IndexError, ValueError, AttributeError) as error:
         parser.error(f"--audio_pattern {pattern!r}: bad field {error}; "
                      f"use {', '.join('{' + f + '}' for f in PATTERN_FIELDS)}")
 

@@ -83,7 +83,7 @@ def load_split(folder, split):
                 prep.logger.warning("%s is empty", path)
                 return {}
         return read_manifest(path)
-    except (ManifestError, json.JSONDecodeError) as error:
+    except (ManifestError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise prep.PrepareError(str(error).splitlines()[0]) from error
 
 

@@ -122,11 +122,21 @@ def read_questions(json_path):
         raise prep.PrepareError(f"{json_path} is not in SQuAD format (no 'data' list)")
     paragraphs = {}
     for topic, article in enumerate(data["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs", []), list):
+            raise prep.PrepareError(f"{json_path}: data[{topic}] is not a SQuAD article "
+                                    "(an object with a 'paragraphs' list)")
         for index, paragraph in enumerate(article.get("paragraphs", [])):
             questions, rejected = paragraphs.setdefault((topic, index), ([], []))
+            if not isinstance(paragraph, dict):
+                rejected.append((f"{topic}_{index}", "paragraph is not an object"))
+                continue
             for number, qa in enumerate(paragraph.get("qas", [])):
+                if not isinstance(qa, dict):
+                    rejected.append((f"{topic}_{index}_q{number}", "question is not an object"))
+                    continue
                 qa_id = str(qa.get("id") or f"{topic}_{index}_q{number}")
-                answers = [str(a.get("text", "")).strip() for a in qa.get("answers", [])]
+                answers = [str(a.get("text", "")).strip() for a in qa.get("answers", [])
+                           if isinstance(a, dict)]
                 answers = [text for text in answers if text]
                 question = (qa.get("question") or "").strip()
                 if not question:
