@@ -48,6 +48,9 @@ if [ -z "${prepare_command+x}" ]; then
   prepare_command=("$python" local/prepare.py --data_folder "$data_folder"
                    --save_folder "$data_dir/raw" "${prepare_args[@]}")
   [ -n "$audiobench_test" ] && prepare_command+=(--audiobench_test "$audiobench_test")
+  # --nj N: N jobs share the audio conversion (--shard J/N), then this command again
+  # (conversions are resumable) writes the manifests
+  prepare_merge_command=("${prepare_command[@]}")
 fi
 
 . "$recipes_dir/stages.sh"

@@ -294,6 +294,33 @@ def test_meld(tmp_path):
     assert load(out, "train.json") == train
 
 
+def test_meld_as_a_job_array_of_shards(tmp_path):
+    """--shard J/N: each job extracts its share of the clips and writes no manifest; the
+    unsharded run then extracts nothing more and writes what a single run writes."""
+    data = make_meld(tmp_path)
+    out, single = tmp_path / "out", tmp_path / "single"
+    run("meld", "--data_folder", data, "--save_folder", single, "--jobs", "1")
+    extracted = []
+    for index in (1, 2):
+        run("meld", "--data_folder", data, "--save_folder", out, "--jobs", "1",
+            "--shard", f"{index}/2")
+        assert not (out / "train.json").exists() and not (out / prep.REPORT_NAME).exists()
+        now = sorted(str(p.relative_to(out)) for p in out.rglob("*.wav"))
+        assert len(now) > len(extracted)  # this job converted clips of its own
+        extracted = now
+    assert extracted == sorted(str(p.relative_to(single)) for p in single.rglob("*.wav"))
+    stamps = {p: os.stat(out / p).st_mtime_ns for p in extracted}
+    run("meld", "--data_folder", data, "--save_folder", out, "--jobs", "1")
+    assert {p: os.stat(out / p).st_mtime_ns for p in extracted} == stamps  # none redone
+    for split in prep.SPLITS:
+        mine, reference = load(out, f"{split}.json"), load(single, f"{split}.json")
+        assert {k: {**v, "wav": None} for k, v in mine.items()} == \
+            {k: {**v, "wav": None} for k, v in reference.items()}
+    code, _, stderr = finish(start("meld", "--data_folder", data, "--save_folder", out,
+                                   "--shard", "3/2"))
+    assert code == 2 and "shard 3 of 2 does not exist" in stderr
+
+
 def test_answers_name_their_label():
     """Every MELD answer sentence maps back to its label with the scorer's extractor."""
     import importlib.util

@@ -123,7 +123,10 @@ stop() {
   tac "$pids" | while read -r name pid; do
     case "$name" in
       link) [ -L "$pid" ] && rm -f "$pid" ;;
-      *) if alive "$pid"; then kill "$pid"; log "stopped $name ($pid)"; fi ;;
+      *) # only if that pid is still the daemon started here (pids get reused)
+         if alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]; then
+           kill "$pid"; log "stopped $name ($pid)"
+         fi ;;
     esac
   done
   rm -f "$pids"

@@ -54,11 +54,31 @@ class AudioReadError(ValueError):
 
 # ----------------------------------------------------------------------------- command line
 
+# (index, count) while a script runs as job ``index`` of an array of ``count`` (--shard)
+_SHARD = None
+
+
+def activate_shard(text):
+    """``--shard J/N``: this run is job J of an array of N (see :func:`run_parallel`).
+
+    Returns the ``(J, N)`` pair; raises ``argparse.ArgumentTypeError`` when malformed.
+    """
+    global _SHARD
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected J/N such as 2/4, not {text!r}")
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"shard {index} of {count} does not exist")
+    _SHARD = (index, count)
+    return _SHARD
+
+
 def add_common_arguments(parser):
     """Add the options every preparation script has.
 
-    ``--save_folder``, ``--min_duration``, ``--max_duration``, ``--seed``, ``--jobs``
-    and ``--audiobench_test``.
+    ``--save_folder``, ``--min_duration``, ``--max_duration``, ``--seed``, ``--jobs``,
+    ``--audiobench_test`` and ``--shard``.
 
     Parameters
     ----------
@@ -78,6 +98,11 @@ def add_common_arguments(parser):
                         help="take the test split from this local copy of the AudioBench "
                              "test set (Hugging Face `datasets.save_to_disk` folder) "
                              "instead of the corpus's own test split")
+    parser.add_argument("--shard", type=activate_shard, default=None, metavar="J/N",
+                        help="run as job J of an array of N: do only every N-th audio "
+                             "conversion (from the J-th) and write no manifest; the run "
+                             "without --shard afterwards reuses that audio (conversions "
+                             "are resumable) and writes the manifests")
 
 
 def make_parser(description, epilog=None):
@@ -218,14 +243,22 @@ class SkipReport:
         return report
 
     def write(self, save_folder):
-        """Write ``save_folder/prepare_report.json``; return its path."""
+        """Write ``save_folder/prepare_report.json``; return its path (with ``--shard``:
+        nothing, the unsharded run reports)."""
+        if _SHARD is not None:
+            return None
         path = write_json_atomic(self.as_dict(), os.path.join(save_folder, REPORT_NAME))
         logger.info("report: %s", path)
         return path
 
 
 def write_split(entries, split, save_folder, report):
-    """Write ``save_folder/<split>.json`` and log the split's kept/skipped summary."""
+    """Write ``save_folder/<split>.json`` and log the split's kept/skipped summary
+    (as one job of an array, ``--shard``: nothing; the unsharded run writes it)."""
+    if _SHARD is not None:
+        logger.info("%s: shard %d/%d did its share of the audio; no manifest written",
+                    split, *_SHARD)
+        return None
     if not entries:
         logger.warning("%s: no items kept; writing an empty manifest", split)
     path = write_manifest(entries, os.path.join(save_folder, f"{split}.json"))
@@ -325,14 +358,27 @@ def checked_duration(duration, duration_filter):
 
 # ----------------------------------------------------------------------------- parallel work
 
-def run_parallel(function, items, jobs=1, desc=None):
+_NOT_SHARDED = object()
+
+
+def run_parallel(function, items, jobs=1, desc=None, other_shard_result=_NOT_SHARDED):
     """``[function(item) for item in items]`` on ``jobs`` threads, with a progress bar.
 
     Threads suit the work here: ffmpeg subprocesses and libsndfile I/O release the GIL.
+    Resumable audio work passes ``other_shard_result``: a run with ``--shard J/N`` then
+    does only items J, J+N, ... and returns ``other_shard_result`` for the rest.
     """
     from tqdm import tqdm
 
     items = list(items)
+    if _SHARD is not None and other_shard_result is not _NOT_SHARDED:
+        index, count = _SHARD
+        mine = list(range(index - 1, len(items), count))
+        done = run_parallel(function, [items[i] for i in mine], jobs, desc)
+        results = [other_shard_result] * len(items)
+        for position, result in zip(mine, done):
+            results[position] = result
+        return results
     bar = tqdm(total=len(items), desc=desc, unit="item", disable=not desc or not items,
                file=sys.stderr, mininterval=1.0)
     try:
@@ -409,7 +455,8 @@ def convert_to_wav(pairs, jobs=1, desc="ffmpeg"):
     """
     require_ffmpeg()
     pairs = list(pairs)
-    errors = run_parallel(_ffmpeg_to_wav, pairs, jobs, desc)
+    errors = run_parallel(_ffmpeg_to_wav, pairs, jobs, desc,
+                          other_shard_result="converted by another shard job")
     return {target: error for (_, target), error in zip(pairs, errors)}
 
 

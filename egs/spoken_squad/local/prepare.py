@@ -182,8 +182,9 @@ def split_entries(split, paragraphs, wavs, args, report):
             continue
         target = os.path.join(os.path.abspath(args.save_folder), "wav", split, f"{name}.wav")
         jobs[key] = ([sentences[s] for s in sorted(sentences)], target)
-    durations = prep.run_parallel(_concatenate, list(jobs.values()), args.jobs,
-                                  desc=f"{split} paragraphs")
+    durations = prep.run_parallel(
+        _concatenate, list(jobs.values()), args.jobs, desc=f"{split} paragraphs",
+        other_shard_result=prep.AudioReadError("concatenated by another shard job"))
     duration_filter = prep.DurationFilter.from_args(args)
     rng = prep.split_rng(args.seed, split)
     entries = {}
