@@ -22,13 +22,22 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("asr", "er", "aqa", "sqa", "ac")
 SPLITS = ("train", "valid", "test")
-# Items per task and split.
+# Items per task and split (an int, or {task: count} for tasks that need more).
 SIZES = {
     "tiny": {"train": 6, "valid": 2, "test": 3},
     "small": {"train": 60, "valid": 10, "test": 20},
     # Sized so that `make demo` (two systems trained on 2 CPU cores) fits in ~30 min.
-    "default": {"train": 100, "valid": 10, "test": 30},
+    # ASR gets 3x the sentences: trained on 100 (baseline, 2 epochs) its WER stayed at
+    # 93% against 99.6% for the empty answer; ASR alone on 300 sentences reached 79%,
+    # while 10 epochs over the same 100 only overfit (valid loss flat from epoch 5).
+    "default": {"train": {"asr": 300, "*": 100}, "valid": 10, "test": 30},
 }
+
+
+def items_per_task(size, split, task):
+    """How many items ``task`` has in ``split`` at corpus ``size``."""
+    count = SIZES[size][split]
+    return count.get(task, count["*"]) if isinstance(count, dict) else count
 EMOTION_LABELS = tuple(speech.EMOTIONS)
 
 
@@ -116,7 +125,8 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True, shard=No
     for split in SPLITS:
         for task in TASKS:
             os.makedirs(os.path.join(out, split, task), exist_ok=True)
-            work += [(task, split, i, seed, out) for i in range(SIZES[size][split])]
+            work += [(task, split, i, seed, out)
+                     for i in range(items_per_task(size, split, task))]
     suffix = ""
     if shard is not None:
         index, count = shard
