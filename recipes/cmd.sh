@@ -15,7 +15,8 @@ case "${cmd:-local}" in
          decode_cmd="$launcher --backend local" ;;
   slurm) slurm="$launcher --backend slurm ${slurm_config[*]}"
          prep_cmd="$slurm --gpu 0 --time 4:00:00"
-         train_cmd="$slurm --gpu ${ngpu:-0} --num_nodes ${num_nodes:-1} --num_threads $(( ${ngpu:-0} > 1 ? 4 * ${ngpu:-0} : 4 )) --time 24:00:00"
+         # CPUs per job: conf/slurm.conf's num_threads default (or add --num_threads N)
+         train_cmd="$slurm --gpu ${ngpu:-0} --num_nodes ${num_nodes:-1} --time 24:00:00"
          decode_cmd="$slurm --gpu $(( ${ngpu:-0} > 0 ? 1 : 0 )) --time 4:00:00" ;;
   *) echo "cmd.sh: unknown --cmd $cmd (local, slurm)" >&2; exit 2 ;;
 esac
