@@ -266,6 +266,29 @@ def write_split(entries, split, save_folder, report):
     return path
 
 
+def write_splits(save_folder, corpus_splits, corpus_entries, audiobench_entries):
+    """Write every split's manifest, then the skip report.
+
+    Parameters
+    ----------
+    save_folder : str
+    corpus_splits : container of str
+        The splits made from the corpus itself; the others (the test split, with
+        ``--audiobench_test``) come from the AudioBench test set.
+    corpus_entries : callable
+        ``corpus_entries(split, report) -> {id: entry}``.
+    audiobench_entries : callable
+        ``audiobench_entries(report) -> {id: entry}``.
+    """
+    save_folder = os.path.abspath(save_folder)
+    report = SkipReport()
+    for split in SPLITS:
+        entries = (corpus_entries(split, report) if split in corpus_splits
+                   else audiobench_entries(report))
+        write_split(entries, split, save_folder, report)
+    report.write(save_folder)
+
+
 # ----------------------------------------------------------------------------- durations
 
 class DurationFilter:

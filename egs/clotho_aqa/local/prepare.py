@@ -150,15 +150,9 @@ def main(argv=None):
     csvs = {split: prep.require_file(os.path.join(data_folder, CSV_NAMES[split]),
                                      f"Clotho-AQA file {CSV_NAMES[split]}")
             for split in splits}
-    save_folder = os.path.abspath(args.save_folder)
-    report = prep.SkipReport()
-    for split in prep.SPLITS:
-        if split in csvs:
-            entries = split_entries(split, csvs[split], audio_folder, args, report)
-        else:
-            entries = audiobench_test(args, report)
-        prep.write_split(entries, split, save_folder, report)
-    report.write(save_folder)
+    prep.write_splits(args.save_folder, csvs,
+                      lambda split, report: split_entries(split, csvs[split], audio_folder, args, report),
+                      lambda report: audiobench_test(args, report))
 
 
 if __name__ == "__main__":

@@ -139,15 +139,10 @@ def main(argv=None):
     root = corpus_root(args.data_folder, [s for names in subsets.values() for s in names])
     folders = {split: [subset_folder(root, subset) for subset in names]
                for split, names in subsets.items()}  # all checked before any work
-    save_folder = os.path.abspath(args.save_folder)
-    report = prep.SkipReport()
-    for split in prep.SPLITS:
-        if split == "test" and args.audiobench_test:
-            entries = audiobench_test(args, report)
-        else:
-            entries = split_entries(split, folders[split], args, report)
-        prep.write_split(entries, split, save_folder, report)
-    report.write(save_folder)
+    corpus_splits = [s for s in prep.SPLITS if not (s == "test" and args.audiobench_test)]
+    prep.write_splits(args.save_folder, corpus_splits,
+                      lambda split, report: split_entries(split, folders[split], args, report),
+                      lambda report: audiobench_test(args, report))
 
 
 if __name__ == "__main__":

@@ -171,15 +171,9 @@ def main(argv=None):
     clips = prep.index_files(args.data_folder, (".mp4",))
     prep.logger.info("found %d mp4 clips under %s", sum(map(len, clips.values())),
                      args.data_folder)
-    save_folder = os.path.abspath(args.save_folder)
-    report = prep.SkipReport()
-    for split in prep.SPLITS:
-        if split in csvs:
-            entries = split_entries(split, csvs[split], clips, args, report)
-        else:
-            entries = audiobench_test(args, report)
-        prep.write_split(entries, split, save_folder, report)
-    report.write(save_folder)
+    prep.write_splits(args.save_folder, csvs,
+                      lambda split, report: split_entries(split, csvs[split], clips, args, report),
+                      lambda report: audiobench_test(args, report))
 
 
 if __name__ == "__main__":

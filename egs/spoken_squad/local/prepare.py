@@ -237,15 +237,9 @@ def main(argv=None):
         splits["test"] = read_questions(os.path.join(args.data_folder, args.test_json))
         wavs["test"] = wav_index("test", args)
     wavs["valid"] = wavs["train"]
-    save_folder = os.path.abspath(args.save_folder)
-    report = prep.SkipReport()
-    for split in prep.SPLITS:
-        if split in splits:
-            entries = split_entries(split, splits[split], wavs[split], args, report)
-        else:
-            entries = audiobench_test(args, report)
-        prep.write_split(entries, split, save_folder, report)
-    report.write(save_folder)
+    prep.write_splits(args.save_folder, splits,
+                      lambda split, report: split_entries(split, splits[split], wavs[split], args, report),
+                      lambda report: audiobench_test(args, report))
 
 
 if __name__ == "__main__":
