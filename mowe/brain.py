@@ -12,6 +12,15 @@ factory ``optimizer -> torch scheduler``, stepped at every optimizer step),
 ``train_logger`` (a SpeechBrain logger), ``routing_stats_file``, ``loss_trace_file``
 (JSON lines: optimizer step, epoch, batch loss averaged over processes).
 
+Non-finite values never reach the weights (:meth:`MoWEBrain.optimizers_step`): an
+optimizer step whose accumulated batches gave a NaN/inf loss, or whose gradients are not
+all finite, is skipped (gradients dropped, learning rate not advanced) with a warning and
+a count; more than ``--nonfinite_patience`` (SpeechBrain's option, default 3) skipped
+steps in a row stop training with :class:`NonFiniteLossError`. Running averages count
+finite batch losses only, a validation without one finite batch loss saves no checkpoint,
+and no checkpoint is written from non-finite parameters. Batches whose clips could not be
+loaded at all (see :mod:`mowe.data.collate`) are skipped and counted.
+
 Resume and preemption (:mod:`mowe.resume`): checkpoints also hold the random generator
 states and the epoch's running statistics; SIGTERM or SIGUSR1 makes the Brain save an
 intra-epoch checkpoint at the next optimizer-step boundary (or, during validation, after
@@ -26,10 +35,19 @@ import os
 import speechbrain as sb
 import torch
 
+from mowe.data.collate import SkipUnreadableClips
 from mowe.resume import EXIT_PREEMPTED, PreemptionFlag, RandomStates, TrainingStatistics
 from mowe.stats import LossPartsTracker, RoutingStatistics
 
 logger = logging.getLogger(__name__)
+
+# Returned for a batch without a usable clip: not a loss, left out of every average.
+NO_LOSS = torch.tensor(float("nan"))
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training cannot go on: the loss or gradients stayed non-finite, or no validation
+    batch gave a finite loss. Checkpoints saved before stay on disk."""
 
 
 class MoWEBrain(sb.Brain):
@@ -44,6 +62,14 @@ class MoWEBrain(sb.Brain):
         self._step_losses = []
         self.resumed_train_stats = None
         self.preemption = PreemptionFlag()
+        self.unreadable_clips = SkipUnreadableClips()
+        self.skipped_steps = 0  # optimizer steps skipped for non-finite values, in total
+        self._skipped_in_a_row = 0
+        self._window_nonfinite = False  # a non-finite loss since the last optimizer step
+        self._last_step_skipped = False
+        self._finite_batches = 0  # per stage: batches whose loss entered the average
+        self._nonfinite_batches = 0
+        self._empty_batches = 0
         self.random_states = None
         if self.checkpointer is not None:
             self.random_states = RandomStates()
@@ -88,7 +114,91 @@ class MoWEBrain(sb.Brain):
         model = self.modules.model
         return getattr(model, "module", model)
 
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """The parent's loader, batching with :class:`SkipUnreadableClips` unless the
+        caller gives its own ``collate_fn``."""
+        loader_kwargs.setdefault("collate_fn", self.unreadable_clips)
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    def _agree_any(self, flag):
+        """``flag`` OR-ed over the DDP processes (itself when not distributed)."""
+        if not sb.utils.distributed.is_distributed_initialized():
+            return bool(flag)
+        value = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+    def _agree_sum(self, count):
+        """``count`` summed over the DDP processes."""
+        if not sb.utils.distributed.is_distributed_initialized():
+            return count
+        value = torch.tensor([float(count)], device=self.device)
+        torch.distributed.all_reduce(value)
+        return int(value.item())
+
     # ------------------------------------------------------------ optimisation
+    def check_loss_isfinite(self, loss):
+        """Mark the accumulation window of a non-finite loss: its optimizer step is
+        skipped in :meth:`optimizers_step` (the parent would step on NaN gradients)."""
+        if not torch.isfinite(loss):
+            self._window_nonfinite = True
+            logger.warning("non-finite training loss (%s) at batch %d of epoch %s",
+                           float(loss.detach()), self.step, getattr(self, "current_epoch", None))
+
+    def _gradients_finite(self):
+        grads = [p.grad for p in self.modules.parameters() if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+    def optimizers_step(self):
+        """The parent's step, unless this window's loss or any gradient is non-finite
+        (agreed over DDP processes): then the gradients are dropped and the step is
+        skipped and counted; more than ``nonfinite_patience`` in a row stop training."""
+        skip = self._agree_any(self._window_nonfinite or not self._gradients_finite())
+        self._window_nonfinite = False
+        self._last_step_skipped = skip
+        if not skip:
+            super().optimizers_step()
+            self._skipped_in_a_row = 0
+            return
+        self.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        if sb.utils.distributed.if_main_process():
+            logger.warning("skipped optimizer step %d: non-finite loss or gradients (%d in "
+                           "a row, %d skipped in this run)", self.optimizer_step + 1,
+                           self._skipped_in_a_row, self.skipped_steps)
+        if self._skipped_in_a_row > self.nonfinite_patience:
+            raise NonFiniteLossError(
+                f"{self._skipped_in_a_row} optimizer steps in a row had a non-finite loss "
+                f"or gradients (patience --nonfinite_patience={self.nonfinite_patience}); "
+                "stopping. Check the data (recipes/validate_data.py rejects non-finite "
+                "audio) and lower the learning rate; the last good checkpoint is kept.")
+
+    def update_average(self, loss, avg_loss):
+        """Running mean over the batches with a finite loss only (the parent's divides
+        by every batch, so skipped batches would pull the mean towards zero)."""
+        if loss is NO_LOSS:
+            self._empty_batches += 1
+            return avg_loss
+        if not torch.isfinite(loss):
+            self._nonfinite_batches += 1
+            return avg_loss
+        self._finite_batches += 1
+        return avg_loss + (float(loss) - avg_loss) / self._finite_batches
+
+    def _check_parameters_finite(self):
+        """Refuse to checkpoint non-finite weights (a checkpoint is what decoding uses)."""
+        for name, parameter in self.modules.named_parameters():
+            if not bool(torch.isfinite(parameter).all()):
+                raise NonFiniteLossError(f"parameter {name} holds NaN or inf values; no "
+                                         "checkpoint saved, earlier ones are kept")
+
+    def _save_intra_epoch_ckpt(self):
+        self._check_parameters_finite()
+        super()._save_intra_epoch_ckpt()
+
     def init_optimizers(self):
         """Parent's optimizer creation, plus an optional per-step LR scheduler."""
         super().init_optimizers()
@@ -100,8 +210,11 @@ class MoWEBrain(sb.Brain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Advance the LR schedule after each optimizer step; trace the step's loss (the
-        mean over its accumulated batches and over the processes)."""
-        if should_step and self.lr_scheduler is not None:
+        mean over its accumulated batches and over the processes). A skipped step
+        (non-finite values) advances neither and is not traced."""
+        stepped = should_step and not self._last_step_skipped
+        self._last_step_skipped = False
+        if stepped and self.lr_scheduler is not None:
             self.lr_scheduler.step()
         trace = getattr(self.hparams, "loss_trace_file", None)
         if not trace:
@@ -109,8 +222,10 @@ class MoWEBrain(sb.Brain):
         self._step_losses.append(loss.detach().float())
         if not should_step:
             return
-        value = torch.stack(self._step_losses).mean()
-        self._step_losses = []
+        losses, self._step_losses = self._step_losses, []
+        if not stepped:
+            return
+        value = torch.stack(losses).mean()
         if sb.utils.distributed.is_distributed_initialized():
             torch.distributed.all_reduce(value)
             value /= torch.distributed.get_world_size()
@@ -140,7 +255,10 @@ class MoWEBrain(sb.Brain):
         return loss
 
     def fit_batch(self, batch):
-        """The parent's training step; then the loss parts of this batch are logged."""
+        """The parent's training step; then the loss parts of this batch are logged.
+        A batch without a usable clip (``None``) is skipped."""
+        if batch is None:
+            return NO_LOSS
         if self.random_states is not None:
             self.random_states.apply_pending(at_epoch_start=False)
         loss = super().fit_batch(batch)
@@ -153,6 +271,8 @@ class MoWEBrain(sb.Brain):
 
     def evaluate_batch(self, batch, stage):
         """The parent's evaluation step, recording loss parts as in training."""
+        if batch is None:
+            return NO_LOSS
         loss = super().evaluate_batch(batch, stage)
         self.loss_parts[stage].update(self._batch_parts)
         return loss
@@ -162,6 +282,9 @@ class MoWEBrain(sb.Brain):
         """Fresh loss-part and routing trackers for the stage (or, for a training
         epoch resumed mid-way, the trackers saved in its checkpoint)."""
         self.current_epoch = epoch
+        # a training epoch resumed mid-way continues its running mean over self.step batches
+        self._finite_batches = self.step if stage == sb.Stage.TRAIN else 0
+        self._nonfinite_batches = self._empty_batches = 0
         if stage == sb.Stage.TRAIN and self.random_states is not None:
             self.random_states.apply_pending(at_epoch_start=True)
         if stage == sb.Stage.TRAIN and self.resumed_train_stats is not None:
@@ -175,7 +298,27 @@ class MoWEBrain(sb.Brain):
         """Loss, loss parts and routing proportions of a finished stage."""
         stats = {"loss": float(stage_loss)}
         stats.update(self.loss_parts[stage].averages())
+        if self._nonfinite_batches:
+            stats["nonfinite_batches"] = self._nonfinite_batches
         return stats
+
+    def _check_validation_loss(self, epoch):
+        """A validation loss is a checkpoint's score: it must come from finite batch
+        losses (all processes agree before anyone raises)."""
+        finite, nonfinite = (self._agree_sum(self._finite_batches),
+                             self._agree_sum(self._nonfinite_batches))
+        empty = self._agree_sum(self._empty_batches)
+        if empty and sb.utils.distributed.if_main_process():
+            logger.warning("epoch %s: %d validation batches had no readable clip", epoch,
+                           empty)
+        if finite == 0:
+            raise NonFiniteLossError(
+                f"epoch {epoch}: no validation batch gave a finite loss ({nonfinite} "
+                f"non-finite, {empty} without a readable clip); no checkpoint saved for it")
+        if nonfinite and sb.utils.distributed.if_main_process():
+            logger.warning("epoch %s: %d of %d validation batches had a non-finite loss; "
+                           "the validation loss averages the other %d", epoch, nonfinite,
+                           finite + nonfinite, finite)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Log the stage, save routing statistics, checkpoint after validation."""
@@ -199,6 +342,7 @@ class MoWEBrain(sb.Brain):
         if self.lr_scheduler is not None:
             meta["lr"] = self.lr_scheduler.get_last_lr()[0]
         if stage == sb.Stage.VALID:
+            self._check_validation_loss(epoch)
             if train_logger is not None:
                 train_logger.log_stats(stats_meta=meta, train_stats=getattr(self, "train_stats", None),
                                        valid_stats=stats)
@@ -206,6 +350,7 @@ class MoWEBrain(sb.Brain):
                 logger.info("epoch %s: train %s valid %s", epoch,
                             getattr(self, "train_stats", None), stats)
             if self.checkpointer is not None:
+                self._check_parameters_finite()
                 self.checkpointer.save_and_keep_only(meta={"loss": stats["loss"]},
                                                      min_keys=["loss"])
             # a signal during validation: the epoch's checkpoint is now on disk

@@ -16,6 +16,11 @@ runs batch for batch), ``sampling_weights`` (JSON ``{id: weight}``: weighted sam
 replacement, one epoch = as many draws as training clips) and ``init_from`` (a save
 folder of another run, e.g. the ASR-only first stage of two-stage training: its newest
 checkpoint initialises the model when this run has no checkpoint of its own).
+
+Bad input: clips whose audio is missing, unreadable, empty or non-finite are skipped
+and counted; an optimizer step with a non-finite loss or gradients is skipped and
+counted, and more than ``--nonfinite_patience`` (default 3) in a row stop training with
+exit code 1 (checkpoints saved before are kept).
 """
 
 import json
@@ -26,7 +31,7 @@ import sys
 
 import speechbrain as sb
 
-from mowe.brain import MoWEBrain
+from mowe.brain import MoWEBrain, NonFiniteLossError
 from mowe.recipe import dataset, load_recipe_hparams
 
 logger = logging.getLogger("mowe.train")
@@ -132,11 +137,28 @@ def main(argv):
                 steps, world_size, hparams["batch_size"],
                 brain.grad_accumulation_factor,
                 world_size * hparams["batch_size"] * brain.grad_accumulation_factor)
-    brain.fit(hparams["epoch_counter"], train, valid,
-              train_loader_kwargs=loader_kwargs,
-              valid_loader_kwargs={"batch_size": hparams["batch_size"],
-                                   "num_workers": hparams.get("num_workers", 0)})
+    try:
+        brain.fit(hparams["epoch_counter"], train, valid,
+                  train_loader_kwargs=loader_kwargs,
+                  valid_loader_kwargs={"batch_size": hparams["batch_size"],
+                                       "num_workers": hparams.get("num_workers", 0)})
+    except NonFiniteLossError as error:
+        sys.exit(f"error: {error}")
+    finally:
+        report_skips(brain)
     return 0
+
+
+def report_skips(brain):
+    """Say what training left out: unreadable clips and skipped optimizer steps."""
+    skipped = brain.unreadable_clips.skipped
+    if skipped:
+        shown = "; ".join(f"{utt}: {reason}" for utt, reason in list(skipped.items())[:3])
+        logger.warning("skipped %d clips whose audio could not be used (%s); run "
+                       "recipes/validate_data.py to clean the manifest", len(skipped), shown)
+    if brain.skipped_steps:
+        logger.warning("skipped %d optimizer steps with non-finite loss or gradients",
+                       brain.skipped_steps)
 
 
 if __name__ == "__main__":

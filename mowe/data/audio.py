@@ -11,13 +11,15 @@ torch.Size([16000])
 
 import os
 
+import numpy as np
 import torch
 
 SAMPLE_RATE = 16000
 
 
 class AudioError(ValueError):
-    """An audio file that is missing, unreadable or empty; the message names it."""
+    """An audio file that is missing, unreadable, empty or holds non-finite samples;
+    the message names it."""
 
 
 def load_audio(path, sample_rate=SAMPLE_RATE, start=None, stop=None):
@@ -28,7 +30,8 @@ def load_audio(path, sample_rate=SAMPLE_RATE, start=None, stop=None):
     Raises
     ------
     AudioError
-        Missing, unreadable or empty file.
+        Missing, unreadable or empty file, or samples that are NaN or infinite (a float
+        wav can hold them; they would poison every gradient of a training step).
     """
     import soundfile
     import torchaudio
@@ -45,6 +48,8 @@ def load_audio(path, sample_rate=SAMPLE_RATE, start=None, stop=None):
         raise AudioError(f"cannot read audio file {path}: {error}") from error
     if data.shape[0] == 0:
         raise AudioError(f"audio file is empty: {path}")
+    if not np.isfinite(data).all():
+        raise AudioError(f"audio file holds NaN or infinite samples: {path}")
     signal = torch.from_numpy(data).mean(dim=1)
     if rate != sample_rate:
         signal = torchaudio.functional.resample(signal, rate, sample_rate)

@@ -17,10 +17,10 @@ import os
 import numpy as np
 
 from mowe.synth import scenes, speech, text
+from mowe.tasks import TASKS  # re-exported by mowe.synth
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("asr", "er", "aqa", "sqa", "ac")
 SPLITS = ("train", "valid", "test")
 # Items per task and split (an int, or {task: count} for tasks that need more).
 SIZES = {
