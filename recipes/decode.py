@@ -172,7 +172,11 @@ def main(argv):
     todo_set = set(todo)
     subset = test.filtered_sorted(key_test={"id": lambda utt: utt in todo_set},
                                   sort_key="duration", reverse=True)
-    loader = sb.dataio.dataloader.make_dataloader(subset, batch_size=hparams["batch_size"])
+    from mowe.data.collate import SkipUnreadableClips
+
+    unreadable = SkipUnreadableClips()  # such clips are logged, counted and not decoded
+    loader = sb.dataio.dataloader.make_dataloader(subset, batch_size=hparams["batch_size"],
+                                                  collate_fn=unreadable)
     stop = PreemptionFlag().install()  # SIGTERM/SIGUSR1: finish the batch, then exit 75
     with open(hyp_file, "a", encoding="utf-8") as out, torch.no_grad():
         for batch in tqdm(loader, desc="decoding"):
@@ -180,6 +184,8 @@ def main(argv):
                 logger.warning("%s: stopping; %s holds what is decoded, rerun to finish",
                                stop.requested, hyp_file)
                 return EXIT_PREEMPTED
+            if batch is None:  # no clip of this batch could be read
+                continue
             batch = batch.to(device)
             wavs, wav_lens = batch.sig
             hyps, selected = model.generate(wavs, wav_lens, batch.instruction,
@@ -193,6 +199,11 @@ def main(argv):
                 out.write(json.dumps(row) + "\n")
             out.flush()
             os.fsync(out.fileno())
+    if unreadable.skipped:
+        logger.warning("%d test clips were not decoded: their audio could not be used (%s); "
+                       "they are missing from %s", len(unreadable.skipped),
+                       "; ".join(f"{u}: {r}" for u, r in list(unreadable.skipped.items())[:3]),
+                       hyp_file)
     return 0
 
 

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Check every clip of the manifests; write clean manifests and a report of skips.
+"""Check every entry and clip of the manifests; write clean manifests and a report of skips.
 
 Usage: python recipes/validate_data.py --manifests a.json b.json --out_dir DIR
-       [--min_duration 0.05]
+       [--min_duration 0.05] [--duration_tolerance 0.1]
 
-Each clip is decoded the way training will read it; a missing, unreadable, empty or
-too-short clip is left out of ``DIR/<name>.json`` and listed with its reason in
-``DIR/validation_report.json``. The count of skipped clips is printed per manifest:
-nothing is dropped silently.
+Each entry is checked field by field (``wav``, ``duration``, ``task`` — one of the known
+tasks —, ``instruction``, ``answer``, optional ``start``/``stop``: presence and type), ids
+must be unique (a repeated id's later entries are skipped), and each clip is decoded the
+way training will read it: a missing, unreadable, empty, non-finite or too-short clip,
+or one whose length disagrees with the manifest's duration by more than the tolerance
+(e.g. a truncated file), is left out of ``DIR/<name>.json`` and listed with its reason
+in ``DIR/validation_report.json``. The counts are printed per manifest, with the number
+of skips per reason: nothing is dropped silently. Two manifests with the same file name
+would write the same output and are refused before anything is written.
 """
 
 import argparse
@@ -15,15 +20,22 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 
 from tqdm import tqdm
 
-from mowe.data import AudioError, ManifestError, load_audio, read_manifest
+from mowe.data import AudioError, ManifestError, load_audio
+from mowe.data.manifest import load_manifest_entries
 
 logger = logging.getLogger("mowe.validate")
 
 
-def check(entry, min_duration):
+def duration_tolerance(expected, tolerance):
+    """Allowed difference in seconds: ``tolerance`` or 1 % of the clip, the larger."""
+    return max(tolerance, 0.01 * expected)
+
+
+def check(entry, min_duration, tolerance=0.1):
     """Reason the clip is unusable, or None."""
     try:
         audio = load_audio(entry["wav"], start=entry.get("start"), stop=entry.get("stop"))
@@ -32,9 +44,38 @@ def check(entry, min_duration):
     seconds = audio.shape[0] / 16000
     if seconds < min_duration:
         return f"too short ({seconds:.3f} s)"
-    if not bool(audio.isfinite().all()):
-        return "audio holds NaN or infinite samples"
+    if entry.get("stop") is not None:
+        expected = entry["stop"] - (entry.get("start") or 0)
+        what = "stop - start"
+    else:
+        expected, what = entry["duration"], "the manifest's duration"
+    if abs(seconds - expected) > duration_tolerance(expected, tolerance):
+        return (f"duration mismatch: the audio holds {seconds:.3f} s, {what} says "
+                f"{expected:.3f} s (truncated or wrong file?)")
     return None
+
+
+def reason_kind(reason):
+    """A short label of a skip reason, for the per-reason counts."""
+    for kind in ("duplicate id", "duration mismatch", "not found", "cannot read", "empty",
+                 "NaN or infinite", "too short", "unknown task", "missing", "not a string",
+                 "not a number"):
+        if kind in reason:
+            return kind
+    return "invalid field"
+
+
+def output_names(manifests):
+    """Output file name per manifest; exits if two manifests would write the same one."""
+    names = {}
+    for manifest in manifests:
+        name = os.path.basename(manifest)
+        if name in names:
+            sys.exit(f"error: {names[name]} and {manifest} would both be written to "
+                     f"--out_dir as {name}; validate them into separate --out_dir folders "
+                     "or rename one")
+        names[name] = manifest
+    return {manifest: name for name, manifest in names.items()}
 
 
 def main(argv=None):
@@ -42,21 +83,29 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifests", nargs="+", required=True)
     parser.add_argument("--out_dir", required=True)
-    parser.add_argument("--min_duration", type=float, default=0.05)
+    parser.add_argument("--min_duration", type=float, default=0.05,
+                        help="shortest usable clip in seconds (default 0.05)")
+    parser.add_argument("--duration_tolerance", type=float, default=0.1,
+                        help="allowed difference between a clip's length and its manifest "
+                             "duration, in seconds (or 1%% of the clip, the larger; "
+                             "default 0.1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    names = output_names(args.manifests)
     os.makedirs(args.out_dir, exist_ok=True)
     report = {}
     for manifest in args.manifests:
         try:
-            entries = read_manifest(manifest)
+            entries, skipped = load_manifest_entries(manifest)
         except ManifestError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        name = os.path.basename(manifest)
-        kept, skipped = {}, {}
+        for utt, reason in skipped.items():
+            logger.warning("skipping %s: %s", utt, reason)
+        name = names[manifest]
+        kept = {}
         for utt, entry in tqdm(entries.items(), desc=f"checking {name}"):
-            reason = check(entry, args.min_duration)
+            reason = check(entry, args.min_duration, args.duration_tolerance)
             if reason is None:
                 kept[utt] = entry
             else:
@@ -69,11 +118,17 @@ def main(argv=None):
         with open(out + ".tmp", "w", encoding="utf-8") as handle:
             json.dump(kept, handle, indent=1, sort_keys=True)
         os.replace(out + ".tmp", out)
-        report[name] = {"kept": len(kept), "skipped": len(skipped), "reasons": skipped}
-        print(f"{name}: kept {len(kept)}, skipped {len(skipped)}")
-    with open(os.path.join(args.out_dir, "validation_report.json"), "w",
-              encoding="utf-8") as handle:
+        counts = Counter(reason_kind(reason) for reason in skipped.values())
+        report[name] = {"manifest": os.path.abspath(manifest), "kept": len(kept),
+                        "skipped": len(skipped), "skipped_by_reason": dict(counts),
+                        "reasons": skipped}
+        detail = f" ({', '.join(f'{k}: {v}' for k, v in counts.most_common())})" \
+            if counts else ""
+        print(f"{name}: kept {len(kept)}, skipped {len(skipped)}{detail}")
+    report_path = os.path.join(args.out_dir, "validation_report.json")
+    with open(report_path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
+    os.replace(report_path + ".tmp", report_path)
     return 0
 
 
