@@ -13,6 +13,18 @@
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${python:-python}
+last_stage=6
+# Refuse an impossible stage range before anything runs (stop_stage past the last
+# stage is fine: ESPnet's "--stop_stage 100" means "to the end").
+if [ "$stage" -gt "$last_stage" ]; then
+  echo "$0: --stage $stage does not exist: stages are 0 provision, 1 prepare, 2 validate," \
+       "3 train, 4 decode, 5 score, 6 report" >&2
+  exit 2
+fi
+if [ "$stage" -gt "$stop_stage" ]; then
+  echo "$0: --stage $stage is after --stop_stage $stop_stage: nothing would run" >&2
+  exit 2
+fi
 exp_dir=exp/$tag
 done_dir=$exp_dir/.done
 mkdir -p "$done_dir"
@@ -127,4 +139,9 @@ run_stage 3 train train_systems
 run_stage 4 decode decode_systems
 run_stage 5 score score_systems
 run_stage 6 report report
-log "finished; results: $(pwd)/$exp_dir/RESULTS.md"
+if [ -f "$exp_dir/RESULTS.md" ]; then
+  log "finished; results: $(pwd)/$exp_dir/RESULTS.md"
+else
+  log "finished stages $stage-$((stop_stage < last_stage ? stop_stage : last_stage));" \
+      "$exp_dir/RESULTS.md is written by stage 6 (report)"
+fi

@@ -2,6 +2,9 @@
 # Turn --name value / --name=value flags into shell variables that already exist
 # (ESPnet/Kaldi style). Source it after setting defaults:  . tools/parse_options.sh
 # --help prints the variables a script accepts with their defaults.
+# As in Kaldi, a value must keep its default's type: an option whose default is an
+# integer takes only integers, one whose default is true/false only true or false.
+# Anything that is not an --option (a stray word such as "stage4") is refused.
 _help=false
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -15,8 +18,21 @@ while [ $# -gt 0 ]; do
   if ! declare -p "$_name" >/dev/null 2>&1; then
     echo "$0: unknown option --$_name (see --help)" >&2; exit 2
   fi
+  case "${!_name}" in
+    true|false)
+      case "$_value" in true|false) ;; *)
+        echo "$0: --$_name takes true or false, not '$_value'" >&2; exit 2 ;; esac ;;
+    *[!0-9]*|"") ;;
+    *)
+      case "$_value" in ''|*[!0-9]*)
+        echo "$0: --$_name takes a whole number, not '$_value'" >&2; exit 2 ;; esac ;;
+  esac
   printf -v "$_name" '%s' "$_value"
 done
+if [ $# -gt 0 ]; then
+  echo "$0: unexpected argument '$1': options are --name value or --name=value (see --help)" >&2
+  exit 2
+fi
 if $_help; then
   echo "Usage: $0 [options]"
   for _name in ${_options:-}; do printf '  --%-14s (default: %s)\n' "$_name" "${!_name}"; done

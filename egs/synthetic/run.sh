@@ -13,6 +13,11 @@ python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
 _options="stage stop_stage size seed ngpu num_nodes cmd nj tag epochs python"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
+# refuse an unknown corpus size before any stage runs
+sizes=$("$python" -c "from mowe.synth.corpus import SIZES; print(' '.join(SIZES))") \
+  || { echo "$0: cannot import mowe with $python (run tools/install.sh)" >&2; exit 2; }
+case " $sizes " in *" $size "*) ;; *)
+  echo "$0: --size $size is not a corpus size (choose one of: $sizes)" >&2; exit 2 ;; esac
 
 tag=${tag:-${size}_seed${seed}}
 pretrained_dir=$(cd ../.. && pwd)/pretrained
