@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mowe.sources import check_local_source
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -126,6 +128,7 @@ class WhisperEncoder(AudioEncoder):
         # Imported here so that the rest of the library works without the lobe's deps.
         from speechbrain.integrations.huggingface.whisper import Whisper
 
+        check_local_source(source, "Whisper encoder")
         self.lobe = Whisper(source, save_path, encoder_only=True, freeze=False)
         self.encoder = self.lobe.model.encoder
         self.pad_to_30s = pad_to_30s
@@ -227,6 +230,7 @@ class SSLEncoder(AudioEncoder):
             from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2 as Lobe
         else:
             raise ValueError(f"unknown SSL encoder kind {kind!r}: use hubert, wavlm or wav2vec2")
+        check_local_source(source, f"{kind} encoder")
         self.lobe = Lobe(source, save_path, freeze=False,
                          freeze_feature_extractor=freeze_feature_extractor)
         self.output_dim = self.lobe.model.config.hidden_size

@@ -20,6 +20,8 @@ import os
 import torch
 import torch.nn as nn
 
+from mowe.sources import check_local_source
+
 logger = logging.getLogger(__name__)
 
 # Used when a tokenizer ships no chat template (e.g. a base model): one user turn,
@@ -38,13 +40,7 @@ def _resolve_source(source, gguf_file):
     kwargs = {}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    looks_local = os.path.isabs(source) or source.startswith(".") or os.path.exists(source)
-    if looks_local:
-        if not os.path.isdir(source):
-            raise FileNotFoundError(
-                f"LLM source {source!r} is not a directory. Give a local Hugging Face "
-                "model directory, a hub id, or a directory plus gguf_file."
-            )
+    if check_local_source(source, "LLM"):
         if gguf_file and not os.path.isfile(os.path.join(source, gguf_file)):
             raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {source!r}")
         kwargs["local_files_only"] = True

@@ -71,6 +71,64 @@ def merge_overrides(files, cli_overrides):
     return out.getvalue()
 
 
+def _kind(value):
+    """The type family of a plain YAML value ("bool", "int", "float", "list", "map",
+    "str"), or None for a tagged value (``!ref``, ``!new:``, ``!PLACEHOLDER`` ...) or null,
+    which are not checked."""
+    tag = getattr(value, "tag", None)
+    if getattr(tag, "value", tag) is not None and not isinstance(value, (bool, int, float, str)):
+        return None
+    if value is None:
+        return None
+    if isinstance(value, bool) or type(value).__name__ == "ScalarBoolean":
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "map"
+    return "str"
+
+
+KIND_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number",
+              "list": "a list", "map": "a mapping", "str": "a string"}
+
+
+def check_override_types(hparams_file, overrides):
+    """Exit with one line if a top-level override's type differs from the YAML's value.
+
+    ``--batch_size=abc`` on a YAML holding ``batch_size: 4`` would otherwise fail deep
+    inside training with a ValueError; HyperPyYAML checks no types. Integers are accepted
+    for floats; ``null`` and keys whose YAML value is tagged (``!ref`` ...) are not checked.
+    """
+    import ruamel.yaml
+
+    if not overrides or not overrides.strip():
+        return
+    yaml = ruamel.yaml.YAML()
+    try:
+        with open(hparams_file, encoding="utf-8") as handle:
+            defaults = yaml.load(handle)
+        given = yaml.load(overrides)
+    except ruamel.yaml.YAMLError:
+        return  # reported by load_hyperpyyaml with the file's name
+    if not isinstance(defaults, dict) or not isinstance(given, dict):
+        return
+    for key, value in given.items():
+        if key not in defaults:
+            continue
+        expected, actual = _kind(defaults[key]), _kind(value)
+        if expected is None or actual is None or expected == actual:
+            continue
+        if expected == "float" and actual == "int":
+            continue
+        sys.exit(f"error: --{key}={value}: {key} must be {KIND_NAMES[expected]} "
+                 f"({hparams_file} has {key}: {defaults[key]})")
+
+
 def load_recipe_hparams(argv):
     """Parse SpeechBrain-style arguments and load the recipe YAML.
 
@@ -90,9 +148,12 @@ def load_recipe_hparams(argv):
         overrides = merge_overrides(override_files, overrides)
     if not os.path.isfile(hparams_file):
         sys.exit(f"error: hparams file not found: {hparams_file}")
+    check_override_types(hparams_file, overrides)
     with open(hparams_file, encoding="utf-8") as handle:
         try:
             hparams = load_hyperpyyaml(handle, overrides)
+        except FileNotFoundError as error:  # a model or data folder: the message says which
+            sys.exit(f"error: {error}")
         except Exception as error:  # HyperPyYAML raises many types; say which file.
             sys.exit(f"error: cannot load {hparams_file} with overrides {overrides!r}: {error}")
     return hparams_file, run_opts, overrides, hparams

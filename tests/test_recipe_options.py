@@ -46,3 +46,46 @@ def test_boolean_options_take_true_or_false(tmp_path):
     bad = subprocess.run(["bash", str(script), "--verbose", "yes"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "--verbose takes true or false, not 'yes'" in bad.stderr
+
+
+TRAIN = os.path.join(REPO, "recipes", "train.py")
+CONFIG = os.path.join(RECIPE, "conf", "train.yaml")
+
+
+def train(tmp_path, *extra):
+    return subprocess.run([sys.executable, TRAIN, CONFIG, f"--output_folder={tmp_path}/exp",
+                           f"--data_folder={tmp_path}/data", *extra],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--batch_size=abc", "--batch_size=abc: batch_size must be a whole number"),
+    ("--lr=fast", "--lr=fast: lr must be a number"),
+    ("--number_of_epochs=2.5", "number_of_epochs must be a whole number"),
+    ("--lora_rank=[1]", None),  # a key of the included spec, not of train.yaml: not ours
+])
+def test_override_types_are_checked_before_anything_runs(override, message):
+    from mowe.recipe import check_override_types
+
+    key, value = override[2:].split("=", 1)
+    if message is None:
+        check_override_types(CONFIG, f"{key}: {value}\n")
+        return
+    with pytest.raises(SystemExit, match=message.replace("[", r"\[")):
+        check_override_types(CONFIG, f"{key}: {value}\n")
+
+
+def test_train_refuses_an_ill_typed_override_in_one_line(tmp_path):
+    result = train(tmp_path, f"--pretrained_dir={tmp_path}/pretrained", "--batch_size=abc")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: --batch_size=abc: batch_size must be a whole number")
+    assert "Traceback" not in result.stderr and not (tmp_path / "exp").exists()
+
+
+def test_missing_pretrained_dir_says_so_and_how_to_create_it(tmp_path):
+    result = train(tmp_path, f"--pretrained_dir={tmp_path}/nowhere")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Repo id must be" not in result.stderr
+    assert f"folder {tmp_path}/nowhere/whisper-tiny.en is not a directory" in result.stderr
+    assert f"python -m mowe.pretrained --out {tmp_path}/nowhere" in result.stderr
