@@ -1,0 +1,138 @@
+"""The MoE-Adapter (issue 16): routing math on a toy, sparse dispatch equal to the dense
+reference, and the balancing loss that un-collapses a gate."""
+
+import pytest
+import torch
+
+from mowe.adapters import LinearDownsampleAdapter
+from mowe.moe_adapter import MoEAdapter, parameter_counts, switch_balance_loss
+
+
+def toy_adapter(**kwargs):
+    settings = dict(input_dim=2, output_dim=3, num_tokens=2, frames_per_token=1,
+                    num_routed_experts=2, num_shared_experts=0, top_k=1)
+    settings.update(kwargs)
+    return MoEAdapter(**settings)
+
+
+def test_two_expert_toy_by_hand():
+    torch.manual_seed(0)
+    adapter = toy_adapter()
+    with torch.no_grad():  # gate logits = (x0, -x0): token a -> expert 0, token b -> 1
+        adapter.gate.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        adapter.gate.bias.zero_()
+    feats = torch.tensor([[[1.0, 5.0], [-2.0, 3.0]]])
+    probs, chosen, weights = adapter.route(feats[0])
+    p_a = torch.sigmoid(torch.tensor(2.0))  # softmax(1, -1)[0]
+    p_b = torch.sigmoid(torch.tensor(4.0))  # softmax(-2, 2)[1]
+    assert torch.allclose(probs, torch.tensor([[p_a, 1 - p_a], [1 - p_b, p_b]]))
+    assert chosen.tolist() == [[0], [1]]
+    assert torch.allclose(weights[:, 0], torch.stack([p_a, p_b]))
+    tokens, lens, aux = adapter(feats, torch.tensor([2]))
+    expected = torch.stack([p_a * adapter.routed[0](feats[0, 0]),
+                            p_b * adapter.routed[1](feats[0, 1])])
+    assert torch.allclose(tokens[0], expected, atol=1e-6)
+    # f = (1/2, 1/2), P = ((p_a + 1 - p_b) / 2, (1 - p_a + p_b) / 2): L = 2 * sum f P = 1
+    assert float(aux["balance_loss"].detach()) == pytest.approx(1.0)
+    assert aux["expert_counts"].tolist() == [[1, 1]]
+
+
+def test_balance_loss_of_a_collapsed_gate_is_the_number_of_experts():
+    probs = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 8)
+    loss = switch_balance_loss(probs, torch.zeros(8, 1, dtype=torch.long), 4)
+    assert float(loss) == pytest.approx(4.0)
+
+
+def test_top2_chooses_the_two_largest_gate_values():
+    adapter = toy_adapter(num_routed_experts=3, top_k=2)
+    with torch.no_grad():
+        adapter.gate.weight.zero_()
+        adapter.gate.bias.copy_(torch.tensor([0.1, 2.0, 1.0]))
+    _, chosen, weights = adapter.route(torch.randn(4, 2))
+    assert chosen.tolist() == [[1, 2]] * 4
+    assert torch.allclose(weights.sum(dim=1), weights[:, 0] + weights[:, 1])
+
+
+@pytest.mark.parametrize("top_k,shared", [(1, 1), (2, 2), (3, 0)])
+def test_sparse_dispatch_equals_dense_reference_in_values_and_gradients(top_k, shared):
+    torch.manual_seed(1)
+    adapter = MoEAdapter(input_dim=5, output_dim=7, num_tokens=6, frames_per_token=3,
+                         num_routed_experts=4, num_shared_experts=shared, top_k=top_k)
+    feats = torch.randn(3, 40, 5, requires_grad=True)
+    lens = torch.tensor([40, 25, 9])
+    sparse, _, aux = adapter(feats, lens)
+    dense = adapter.dense_reference(feats, lens)
+    torch.testing.assert_close(sparse, dense)
+    target = torch.randn_like(sparse)
+    grads = []
+    for output in (sparse, dense):
+        adapter.zero_grad()
+        feats.grad = None
+        (output * target).sum().backward(retain_graph=True)
+        grads.append([feats.grad.clone()] + [p.grad.clone() if p.grad is not None
+                                             else torch.zeros_like(p)
+                                             for p in adapter.parameters()])
+    for sparse_grad, dense_grad in zip(*grads):
+        torch.testing.assert_close(sparse_grad, dense_grad)
+    assert int(aux["expert_counts"].sum()) == 3 * 6 * top_k  # dropless
+
+
+def test_each_expert_runs_once_on_its_tokens_only():
+    torch.manual_seed(2)
+    adapter = MoEAdapter(input_dim=4, output_dim=3, num_tokens=8, frames_per_token=2,
+                         num_routed_experts=4, num_shared_experts=1, top_k=1)
+    seen = {}
+    for index, expert in enumerate(adapter.routed):
+        expert.register_forward_hook(
+            lambda module, inputs, output, index=index: seen.setdefault(index, []).append(
+                inputs[0].shape[0]))
+    _, _, aux = adapter(torch.randn(2, 30, 4), torch.tensor([30, 30]))
+    counts = aux["expert_counts"].sum(dim=0).tolist()
+    assert {i: sum(v) for i, v in seen.items()} == {i: c for i, c in enumerate(counts) if c}
+    assert all(len(calls) == 1 for calls in seen.values())
+
+
+def test_balance_loss_moves_a_collapsed_gate_towards_balance():
+    torch.manual_seed(3)
+    adapter = MoEAdapter(input_dim=4, output_dim=3, num_tokens=16, frames_per_token=2,
+                         num_routed_experts=4, num_shared_experts=0, top_k=1)
+    with torch.no_grad():
+        adapter.gate.weight.mul_(0.1)
+        adapter.gate.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))  # all to expert 0
+    feats, lens = torch.randn(8, 32, 4), torch.full((8,), 32)
+    optimizer = torch.optim.SGD(adapter.gate.parameters(), lr=2.0)
+
+    def share_of_expert_0():
+        _, _, aux = adapter(feats, lens)
+        counts = aux["expert_counts"].sum(dim=0).float()
+        return float(counts[0] / counts.sum()), aux["balance_loss"]
+
+    def measured():
+        share, loss = share_of_expert_0()
+        return share, float(loss.detach())
+
+    before, loss = measured()
+    assert before == 1.0 and loss > 3.0
+    for _ in range(20):
+        optimizer.zero_grad()
+        share_of_expert_0()[1].backward()
+        optimizer.step()
+    after, loss = measured()
+    assert after < 0.5 and loss < 1.5
+
+
+def test_default_active_parameters_match_the_linear_adapter():
+    linear = LinearDownsampleAdapter(input_dim=128 + 256, output_dim=512, num_tokens=25,
+                                     frames_per_token=24)
+    moe = MoEAdapter(input_dim=128 + 256, output_dim=512, num_tokens=25,
+                     frames_per_token=24, num_routed_experts=4, num_shared_experts=1, top_k=1)
+    linear_active, linear_total = parameter_counts(linear)
+    moe_active, moe_total = parameter_counts(moe)
+    assert linear_active == linear_total
+    assert abs(moe_active - linear_active) / linear_active < 0.02
+    assert moe_total > 2 * moe_active
+
+
+def test_bad_top_k_is_refused():
+    with pytest.raises(ValueError, match="top_k must be between 1 and num_routed_experts"):
+        toy_adapter(top_k=3)
