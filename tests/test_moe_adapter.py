@@ -136,3 +136,31 @@ def test_default_active_parameters_match_the_linear_adapter():
 def test_bad_top_k_is_refused():
     with pytest.raises(ValueError, match="top_k must be between 1 and num_routed_experts"):
         toy_adapter(top_k=3)
+
+
+# ---------------------------------------------------------------- diagnostics
+def test_cosine_matrix_has_unit_diagonal_and_is_symmetric():
+    from mowe.diagnostics import cosine_matrix
+
+    generator = torch.Generator().manual_seed(0)
+    tasks, matrix = cosine_matrix({t: torch.randn(50, generator=generator)
+                                   for t in ("asr", "er", "ac")})
+    assert tasks == ["ac", "asr", "er"]
+    torch.testing.assert_close(matrix.diagonal(), torch.ones(3, dtype=matrix.dtype))
+    torch.testing.assert_close(matrix, matrix.T)
+
+
+def test_opposite_targets_on_a_shared_weight_give_a_negative_cosine():
+    from mowe.diagnostics import cosine_matrix, task_gradients
+
+    shared = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        shared.weight.zero_()
+    inputs = torch.tensor([[1.0, 0.5], [0.8, 0.2]])
+    batches = {"up": [(inputs, torch.ones(2, 1))], "down": [(inputs, -torch.ones(2, 1))],
+               "up_too": [(inputs * 2, 2 * torch.ones(2, 1))]}
+    gradients = task_gradients(list(shared.parameters()), batches,
+                               lambda batch: ((shared(batch[0]) - batch[1]) ** 2).mean())
+    tasks, matrix = cosine_matrix(gradients)
+    cos = dict(zip(((a, b) for a in tasks for b in tasks), matrix.reshape(-1).tolist()))
+    assert cos[("down", "up")] < -0.99 and cos[("up", "up_too")] > 0.9
