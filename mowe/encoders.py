@@ -11,6 +11,10 @@ Every encoder exposes ``output_dim`` and a ``freeze`` flag.
 * :class:`SmallEncoder` — filterbanks + conv subsampling + a few transformer layers,
   trained from scratch: the weak encoder of offline configurations.
 
+:func:`make_encoder` builds any of them from a plain ``kind`` key, so that a YAML spec
+can make any of them the *base* encoder (the paper's Table I: each encoder alone with
+the LLM).
+
 Example
 -------
 >>> import torch
@@ -39,15 +43,57 @@ def absolute_lengths(wav, wav_lens):
     return torch.round(wav_lens * wav.shape[1]).long().clamp(1, wav.shape[1])
 
 
+def trim_batch(wav, wav_lens, seconds, sample_rate=SAMPLE_RATE):
+    """Cut every clip of a batch to its first ``seconds`` (the paper's 30 s window).
+
+    Every encoder then sees the same audio: Whisper cannot look past 30 s, and without
+    the cut HuBERT or a small encoder would see the whole clip and their frames would be
+    squeezed onto Whisper's 30 s when aligned.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[B, S]`` audio.
+    wav_lens : torch.Tensor
+        ``[B]`` relative lengths.
+    seconds : float or None
+        Window; None keeps the batch as it is.
+
+    Returns
+    -------
+    wav, wav_lens
+        ``[B, min(S, seconds * rate)]`` and the relative lengths in that batch.
+
+    Example
+    -------
+    >>> wav, lens = trim_batch(torch.zeros(2, 48000), torch.tensor([1.0, 0.25]), 2.0)
+    >>> wav.shape, lens.tolist()
+    (torch.Size([2, 32000]), [1.0, 0.375])
+    """
+    if not seconds:
+        return wav, wav_lens
+    limit = int(round(float(seconds) * sample_rate))
+    if wav.shape[1] <= limit:
+        return wav, wav_lens
+    lengths = absolute_lengths(wav, wav_lens).clamp(max=limit)
+    return wav[:, :limit], lengths.to(torch.float32) / limit
+
+
 def frame_mask(lengths, frames):
     """``[B, frames]`` bool mask, True on valid frames."""
     return torch.arange(frames, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class AudioEncoder(nn.Module):
-    """Base class: freezing and the shared interface."""
+    """Base class: freezing and the shared interface.
+
+    ``fixed_length`` is True for an encoder whose frames past ``feat_lens`` are real
+    features of padding it was trained with (Whisper in 30 s mode): the AudioLLM then
+    feeds the adapter every frame, valid and padding, as the paper does.
+    """
 
     output_dim = None
+    fixed_length = False
 
     def __init__(self, freeze=False):
         super().__init__()
@@ -126,6 +172,7 @@ class WhisperEncoder(AudioEncoder):
         # Imported here so that the rest of the library works without the lobe's deps.
         from speechbrain.integrations.huggingface.whisper import Whisper
 
+        self.source = source
         self.lobe = Whisper(source, save_path, encoder_only=True, freeze=False)
         self.encoder = self.lobe.model.encoder
         self.pad_to_30s = pad_to_30s
@@ -136,6 +183,11 @@ class WhisperEncoder(AudioEncoder):
         )
         self.hop_length = self.lobe._hop_length
         self.apply_freeze()
+
+    @property
+    def fixed_length(self):
+        """In 30 s mode the encoder always returns 1500 frames, padding included."""
+        return bool(self.pad_to_30s)
 
     def log_mel(self, wav):
         """Log-mel of one clip, normalised with the clip's own maximum.
@@ -227,6 +279,7 @@ class SSLEncoder(AudioEncoder):
             from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2 as Lobe
         else:
             raise ValueError(f"unknown SSL encoder kind {kind!r}: use hubert, wavlm or wav2vec2")
+        self.source = source
         self.lobe = Lobe(source, save_path, freeze=False,
                          freeze_feature_extractor=freeze_feature_extractor)
         self.output_dim = self.lobe.model.config.hidden_size
@@ -315,3 +368,60 @@ class SmallEncoder(AudioEncoder):
         table[:, 0::2] = torch.sin(position * scale)
         table[:, 1::2] = torch.cos(position * scale[: dim // 2])
         return table.unsqueeze(0)
+
+
+ENCODER_KINDS = ("whisper", "hubert", "wavlm", "wav2vec2", "small")
+
+
+def make_encoder(kind="whisper", source=None, save_path=None, pad_to_30s=False,
+                 freeze=False, augment=None, **small_kwargs):
+    """Build the encoder named by ``kind`` (the base encoder of a YAML spec).
+
+    HyperPyYAML cannot change a node's class through an override, so the spec picks
+    the encoder with one plain key (``base_encoder_kind``), as it does for the adapter.
+
+    Parameters
+    ----------
+    kind : str
+        ``whisper`` (:class:`WhisperEncoder`), ``hubert`` / ``wavlm`` / ``wav2vec2``
+        (:class:`SSLEncoder`) or ``small`` (:class:`SmallEncoder`, trained from scratch).
+    source : str
+        Hub id or local directory (unused by ``small``).
+    save_path : str
+        Cache folder of SpeechBrain's lobes.
+    pad_to_30s : bool
+        Whisper only: pad every clip to 30 s (see :class:`WhisperEncoder`).
+    freeze : bool
+        Keep the encoder's weights fixed.
+    augment : nn.Module, optional
+        SpecAugment on the log-mel; Whisper only (SSL encoders read the waveform). A
+        :class:`SpecAugment` without masks is accepted by every kind.
+    **small_kwargs
+        ``small`` only: :class:`SmallEncoder` settings (``d_model``, ``num_layers``...).
+
+    Returns
+    -------
+    AudioEncoder
+
+    Example
+    -------
+    >>> encoder = make_encoder("small", d_model=16, num_layers=1, num_heads=2)
+    >>> type(encoder).__name__, encoder.output_dim
+    ('SmallEncoder', 16)
+    """
+    if kind not in ENCODER_KINDS:
+        raise ValueError(f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}")
+    masks = augment is not None and any(len(getattr(m, "masks", [m])) for m in
+                                        (augment if isinstance(augment, (list, tuple))
+                                         else [augment]))
+    if kind == "whisper":
+        return WhisperEncoder(source, save_path, pad_to_30s=pad_to_30s, freeze=freeze,
+                              augment=augment)
+    if masks:
+        raise ValueError(f"SpecAugment is implemented on Whisper's log-mel; a {kind} base "
+                         "encoder cannot take spec_augment masks")
+    if kind == "small":
+        return SmallEncoder(freeze=freeze, **small_kwargs)
+    if small_kwargs:
+        raise ValueError(f"{sorted(small_kwargs)} are SmallEncoder settings, not {kind}'s")
+    return SSLEncoder(source, save_path, kind=kind, freeze=freeze)

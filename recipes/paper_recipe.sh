@@ -24,11 +24,12 @@ pretrained_dir=""
 . "$recipes_dir/paper_rows.sh"
 paper_row_args "$row" "$llm"
 
+validate_args=(--trim_seconds 30)  # the paper's window: longer clips are counted, trimmed
 common_train_args=()
 [ -n "$epochs" ] && common_train_args+=(--number_of_epochs="$epochs")
 [ -n "$max_duration" ] && common_train_args+=(--max_duration="$max_duration")
 
-systems="baseline mowe"
+systems=$row_systems
 system_overrides() {
   system_args=("${common_train_args[@]}")
   case "$1" in

@@ -55,7 +55,7 @@ def read_manifest(path):
     return entries
 
 
-def make_dataset(path, replacements=None, sample_rate=16000):
+def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None):
     """A SpeechBrain ``DynamicItemDataset`` giving ``id, sig, task, instruction, answer``.
 
     Arguments
@@ -66,6 +66,8 @@ def make_dataset(path, replacements=None, sample_rate=16000):
         ``{"data_root": "/corpus"}`` replaces ``{data_root}`` in string fields.
     sample_rate : int
         Audio is resampled to this rate.
+    trim_seconds : float, optional
+        Read at most this many seconds of each clip (from its ``start``).
     """
     import speechbrain as sb
 
@@ -82,6 +84,9 @@ def make_dataset(path, replacements=None, sample_rate=16000):
     @sb.utils.data_pipeline.takes("wav", "start", "stop")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav, start=None, stop=None):
+        if trim_seconds:
+            end = (start or 0.0) + trim_seconds
+            stop = end if stop is None else min(stop, end)
         return load_audio(wav, sample_rate, start, stop)
 
     dataset.add_dynamic_item(audio_pipeline)
