@@ -123,9 +123,21 @@ class SpecAugment(nn.Module):
     and ``freq_masks`` masks of up to ``freq_width`` bins, replaced by the mean. With
     zero masks it is the identity (the paper configs' default; Table VI turns it on).
 
+    Given ``lens`` (valid frames per row), the time masks of a row are drawn inside its
+    valid frames and the mean is that of its valid frames: a 5 s clip padded to 30 s
+    gets its masks on its speech, not on the 25 s of padding.
+
     Arguments
     ---------
     time_masks, time_width, freq_masks, freq_width : int
+
+    Example
+    -------
+    >>> augment = SpecAugment(time_masks=2, time_width=10, freq_masks=0)
+    >>> feats = torch.randn(1, 300, 8)
+    >>> changed = (augment(feats.clone(), torch.tensor([50])) != feats).any(-1)[0]
+    >>> bool(changed[50:].any())
+    False
     """
 
     def __init__(self, time_masks=2, time_width=40, freq_masks=2, freq_width=27):
@@ -138,9 +150,18 @@ class SpecAugment(nn.Module):
             for count, width, dim in ((time_masks, time_width, 1), (freq_masks, freq_width, 2))
             if count > 0 and width > 0)
 
-    def forward(self, feats):
+    def forward(self, feats, lens=None):
+        """Mask ``feats`` ``[batch, frames, bins]``; ``lens``: valid frames per row."""
         for mask in self.masks:
-            feats = mask(feats)
+            if mask.dim != 1 or lens is None:
+                feats = mask(feats)
+                continue
+            rows = []
+            for row, length in zip(feats, lens.tolist()):
+                length = max(1, min(int(length), row.shape[0]))
+                valid = mask(row[None, :length].clone())[0]
+                rows.append(torch.cat([valid, row[length:]]))
+            feats = torch.stack(rows)
         return feats
 
 
@@ -209,19 +230,21 @@ class WhisperEncoder(AudioEncoder):
             mels.append(self.log_mel(clip)[:, : self.max_mel_frames])
         feat_lens = torch.div(mel_lens + 1, 2, rounding_mode="floor")
         if self.pad_to_30s:
-            feats = self.encoder(self._augment(torch.stack(mels))).last_hidden_state
-            return feats, feat_lens
+            mel = self._augment(torch.stack(mels), mel_lens)
+            return self.encoder(mel).last_hidden_state, feat_lens
         frames = max(m.shape[-1] for m in mels)
         mel = torch.stack([F.pad(m, (0, frames - m.shape[-1])) for m in mels])
-        return self._encode_unpadded(self._augment(mel), mel_lens, feat_lens), feat_lens
+        return self._encode_unpadded(self._augment(mel, mel_lens), mel_lens, feat_lens), \
+            feat_lens
 
-    def _augment(self, mel):
-        """SpecAugment-style masking of ``[batch, mels, frames]`` while training."""
+    def _augment(self, mel, mel_lens):
+        """SpecAugment-style masking of ``[batch, mels, frames]`` while training; the
+        time masks of a clip fall inside its ``mel_lens`` valid frames."""
         if not self.training or not len(self.augment):
             return mel
         mel = mel.transpose(1, 2)
         for module in self.augment:
-            mel = module(mel)
+            mel = module(mel, mel_lens) if isinstance(module, SpecAugment) else module(mel)
         return mel.transpose(1, 2)
 
     def _encode_unpadded(self, mel, mel_lens, feat_lens):
