@@ -13,9 +13,13 @@
 #   table5 (2 Whisper-tiny + HuBERT-base + HuBERT-base-ER, prior on HuBERT-base-ER),
 #   table6 (table5's pool and prior + SpecAugment + Conv1D adapter).
 # LLMs: llama3 (default), zephyr, phi3.
+# Every row is scored with AudioBench's judge prompt and parsing rule (when a judge is
+# given in score_args): paper_judge_template; --judge_template mowe picks this project's.
 paper_conf=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/conf/paper
 paper_rows="table1_whisper_large table1_whisper_tiny table1_hubert table1_hubert_er table3
  table4_indep table4_dep table4_indep2 table4_dep2 table4_indep_dep table5 table6"
+
+paper_judge_template=audiobench
 
 paper_row_args() {
   local row=$1 llm=$2 llm_args=()

@@ -166,6 +166,12 @@ def test_every_row_is_listed():
     bad = subprocess.run(["bash", "-c", f'. "{ROWS_SH}"; paper_row_args table7 llama3'],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "table1_hubert_er" in bad.stderr
+    # every row is judged with AudioBench's prompt and rating rule (issue 11, point 3)
+    template = subprocess.run(["bash", "-c", f'. "{ROWS_SH}"; echo $paper_judge_template'],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert template == "audiobench"
+    recipe = open(os.path.join(REPO, "recipes", "paper_recipe.sh")).read()
+    assert 'score_args+=(--judge_template "$judge_template")' in recipe
 
 
 @pytest.mark.parametrize("llm", sorted(LLM_IDS))
