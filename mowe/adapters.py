@@ -29,11 +29,14 @@ from mowe.mixture import align_time
 class LinearDownsampleAdapter(nn.Module):
     """Linear + GELU downsampling to ``num_tokens`` audio tokens.
 
-    Each clip's valid frames are resampled (linear interpolation) to
+    Each clip's ``lens`` frames are resampled (linear interpolation) to
     ``num_tokens * frames_per_token`` frames, each group of ``frames_per_token``
     consecutive frames is stacked, and Linear + GELU maps the stack to one token.
-    With Whisper's 1500 frames, 100 tokens and 15 frames per token the resampling is
-    the identity and this is the plain "stack 15 frames + Linear + GELU" adapter.
+    In the paper's 30 s mode the AudioLLM passes all 1500 Whisper frames, valid and
+    padding (``lens`` = 1500): with 100 tokens of 15 frames nothing is resampled and
+    this is the plain "stack 15 frames + Linear + GELU" adapter. With unpadded encoding
+    only a clip's valid frames are passed and they *are* resampled: a 5 s clip's 250
+    frames are stretched 6x to 1500.
 
     Arguments
     ---------

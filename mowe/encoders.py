@@ -11,6 +11,10 @@ Every encoder exposes ``output_dim`` and a ``freeze`` flag.
 * :class:`SmallEncoder` — filterbanks + conv subsampling + a few transformer layers,
   trained from scratch: the weak encoder of offline configurations.
 
+:func:`make_encoder` builds any of them from a plain ``kind`` key, so that a YAML spec
+can make any of them the *base* encoder (the paper's Table I: each encoder alone with
+the LLM).
+
 Example
 -------
 >>> import torch
@@ -41,15 +45,57 @@ def absolute_lengths(wav, wav_lens):
     return torch.round(wav_lens * wav.shape[1]).long().clamp(1, wav.shape[1])
 
 
+def trim_batch(wav, wav_lens, seconds, sample_rate=SAMPLE_RATE):
+    """Cut every clip of a batch to its first ``seconds`` (the paper's 30 s window).
+
+    Every encoder then sees the same audio: Whisper cannot look past 30 s, and without
+    the cut HuBERT or a small encoder would see the whole clip and their frames would be
+    squeezed onto Whisper's 30 s when aligned.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        ``[B, S]`` audio.
+    wav_lens : torch.Tensor
+        ``[B]`` relative lengths.
+    seconds : float or None
+        Window; None keeps the batch as it is.
+
+    Returns
+    -------
+    wav, wav_lens
+        ``[B, min(S, seconds * rate)]`` and the relative lengths in that batch.
+
+    Example
+    -------
+    >>> wav, lens = trim_batch(torch.zeros(2, 48000), torch.tensor([1.0, 0.25]), 2.0)
+    >>> wav.shape, lens.tolist()
+    (torch.Size([2, 32000]), [1.0, 0.375])
+    """
+    if not seconds:
+        return wav, wav_lens
+    limit = int(round(float(seconds) * sample_rate))
+    if wav.shape[1] <= limit:
+        return wav, wav_lens
+    lengths = absolute_lengths(wav, wav_lens).clamp(max=limit)
+    return wav[:, :limit], lengths.to(torch.float32) / limit
+
+
 def frame_mask(lengths, frames):
     """``[B, frames]`` bool mask, True on valid frames."""
     return torch.arange(frames, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 class AudioEncoder(nn.Module):
-    """Base class: freezing and the shared interface."""
+    """Base class: freezing and the shared interface.
+
+    ``fixed_length`` is True for an encoder whose frames past ``feat_lens`` are real
+    features of padding it was trained with (Whisper in 30 s mode): the AudioLLM then
+    feeds the adapter every frame, valid and padding, as the paper does.
+    """
 
     output_dim = None
+    fixed_length = False
 
     def __init__(self, freeze=False):
         super().__init__()
@@ -79,9 +125,21 @@ class SpecAugment(nn.Module):
     and ``freq_masks`` masks of up to ``freq_width`` bins, replaced by the mean. With
     zero masks it is the identity (the paper configs' default; Table VI turns it on).
 
+    Given ``lens`` (valid frames per row), the time masks of a row are drawn inside its
+    valid frames and the mean is that of its valid frames: a 5 s clip padded to 30 s
+    gets its masks on its speech, not on the 25 s of padding.
+
     Arguments
     ---------
     time_masks, time_width, freq_masks, freq_width : int
+
+    Example
+    -------
+    >>> augment = SpecAugment(time_masks=2, time_width=10, freq_masks=0)
+    >>> feats = torch.randn(1, 300, 8)
+    >>> changed = (augment(feats.clone(), torch.tensor([50])) != feats).any(-1)[0]
+    >>> bool(changed[50:].any())
+    False
     """
 
     def __init__(self, time_masks=2, time_width=40, freq_masks=2, freq_width=27):
@@ -94,9 +152,18 @@ class SpecAugment(nn.Module):
             for count, width, dim in ((time_masks, time_width, 1), (freq_masks, freq_width, 2))
             if count > 0 and width > 0)
 
-    def forward(self, feats):
+    def forward(self, feats, lens=None):
+        """Mask ``feats`` ``[batch, frames, bins]``; ``lens``: valid frames per row."""
         for mask in self.masks:
-            feats = mask(feats)
+            if mask.dim != 1 or lens is None:
+                feats = mask(feats)
+                continue
+            rows = []
+            for row, length in zip(feats, lens.tolist()):
+                length = max(1, min(int(length), row.shape[0]))
+                valid = mask(row[None, :length].clone())[0]
+                rows.append(torch.cat([valid, row[length:]]))
+            feats = torch.stack(rows)
         return feats
 
 
@@ -129,6 +196,7 @@ class WhisperEncoder(AudioEncoder):
         from speechbrain.integrations.huggingface.whisper import Whisper
 
         check_local_source(source, "Whisper encoder")
+        self.source = source
         self.lobe = Whisper(source, save_path, encoder_only=True, freeze=False)
         self.encoder = self.lobe.model.encoder
         self.pad_to_30s = pad_to_30s
@@ -139,6 +207,11 @@ class WhisperEncoder(AudioEncoder):
         )
         self.hop_length = self.lobe._hop_length
         self.apply_freeze()
+
+    @property
+    def fixed_length(self):
+        """In 30 s mode the encoder always returns 1500 frames, padding included."""
+        return bool(self.pad_to_30s)
 
     def log_mel(self, wav):
         """Log-mel of one clip, normalised with the clip's own maximum.
@@ -160,19 +233,21 @@ class WhisperEncoder(AudioEncoder):
             mels.append(self.log_mel(clip)[:, : self.max_mel_frames])
         feat_lens = torch.div(mel_lens + 1, 2, rounding_mode="floor")
         if self.pad_to_30s:
-            feats = self.encoder(self._augment(torch.stack(mels))).last_hidden_state
-            return feats, feat_lens
+            mel = self._augment(torch.stack(mels), mel_lens)
+            return self.encoder(mel).last_hidden_state, feat_lens
         frames = max(m.shape[-1] for m in mels)
         mel = torch.stack([F.pad(m, (0, frames - m.shape[-1])) for m in mels])
-        return self._encode_unpadded(self._augment(mel), mel_lens, feat_lens), feat_lens
+        return self._encode_unpadded(self._augment(mel, mel_lens), mel_lens, feat_lens), \
+            feat_lens
 
-    def _augment(self, mel):
-        """SpecAugment-style masking of ``[batch, mels, frames]`` while training."""
+    def _augment(self, mel, mel_lens):
+        """SpecAugment-style masking of ``[batch, mels, frames]`` while training; the
+        time masks of a clip fall inside its ``mel_lens`` valid frames."""
         if not self.training or not len(self.augment):
             return mel
         mel = mel.transpose(1, 2)
         for module in self.augment:
-            mel = module(mel)
+            mel = module(mel, mel_lens) if isinstance(module, SpecAugment) else module(mel)
         return mel.transpose(1, 2)
 
     def _encode_unpadded(self, mel, mel_lens, feat_lens):
@@ -231,6 +306,7 @@ class SSLEncoder(AudioEncoder):
         else:
             raise ValueError(f"unknown SSL encoder kind {kind!r}: use hubert, wavlm or wav2vec2")
         check_local_source(source, f"{kind} encoder")
+        self.source = source
         self.lobe = Lobe(source, save_path, freeze=False,
                          freeze_feature_extractor=freeze_feature_extractor)
         self.output_dim = self.lobe.model.config.hidden_size
@@ -319,3 +395,60 @@ class SmallEncoder(AudioEncoder):
         table[:, 0::2] = torch.sin(position * scale)
         table[:, 1::2] = torch.cos(position * scale[: dim // 2])
         return table.unsqueeze(0)
+
+
+ENCODER_KINDS = ("whisper", "hubert", "wavlm", "wav2vec2", "small")
+
+
+def make_encoder(kind="whisper", source=None, save_path=None, pad_to_30s=False,
+                 freeze=False, augment=None, **small_kwargs):
+    """Build the encoder named by ``kind`` (the base encoder of a YAML spec).
+
+    HyperPyYAML cannot change a node's class through an override, so the spec picks
+    the encoder with one plain key (``base_encoder_kind``), as it does for the adapter.
+
+    Parameters
+    ----------
+    kind : str
+        ``whisper`` (:class:`WhisperEncoder`), ``hubert`` / ``wavlm`` / ``wav2vec2``
+        (:class:`SSLEncoder`) or ``small`` (:class:`SmallEncoder`, trained from scratch).
+    source : str
+        Hub id or local directory (unused by ``small``).
+    save_path : str
+        Cache folder of SpeechBrain's lobes.
+    pad_to_30s : bool
+        Whisper only: pad every clip to 30 s (see :class:`WhisperEncoder`).
+    freeze : bool
+        Keep the encoder's weights fixed.
+    augment : nn.Module, optional
+        SpecAugment on the log-mel; Whisper only (SSL encoders read the waveform). A
+        :class:`SpecAugment` without masks is accepted by every kind.
+    **small_kwargs
+        ``small`` only: :class:`SmallEncoder` settings (``d_model``, ``num_layers``...).
+
+    Returns
+    -------
+    AudioEncoder
+
+    Example
+    -------
+    >>> encoder = make_encoder("small", d_model=16, num_layers=1, num_heads=2)
+    >>> type(encoder).__name__, encoder.output_dim
+    ('SmallEncoder', 16)
+    """
+    if kind not in ENCODER_KINDS:
+        raise ValueError(f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}")
+    masks = augment is not None and any(len(getattr(m, "masks", [m])) for m in
+                                        (augment if isinstance(augment, (list, tuple))
+                                         else [augment]))
+    if kind == "whisper":
+        return WhisperEncoder(source, save_path, pad_to_30s=pad_to_30s, freeze=freeze,
+                              augment=augment)
+    if masks:
+        raise ValueError(f"SpecAugment is implemented on Whisper's log-mel; a {kind} base "
+                         "encoder cannot take spec_augment masks")
+    if kind == "small":
+        return SmallEncoder(freeze=freeze, **small_kwargs)
+    if small_kwargs:
+        raise ValueError(f"{sorted(small_kwargs)} are SmallEncoder settings, not {kind}'s")
+    return SSLEncoder(source, save_path, kind=kind, freeze=freeze)

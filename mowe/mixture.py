@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mowe.routing import ROUTER_KINDS, build_router, mowe_loss
+from mowe.routing import LOSS_REDUCTIONS, ROUTER_KINDS, build_router, mowe_loss
 
 
 @dataclass
@@ -158,11 +158,20 @@ class MixtureOfWeakEncoders(nn.Module):
         Training-time smoothing share of data-dependent routers (paper: 0.1).
     smoothing_epsilon : float, optional
         Uniform value of the smoothing (default ``0.1 / M``).
+    routing_entropy_on : str
+        Eq. 7/8 on the KeepTop1 ``"weights"`` (paper) or the softmax ``"probs"``.
+    diversity_batch : str
+        Eq. 9's ``rbar`` over all DDP processes' samples (``"global"``) or one
+        process's (``"local"``).
+    loss_reduction : str
+        ``"half_sum"`` (Eq. 6's 1/2 for any router set) or ``"mean"`` over routers.
+        See :mod:`mowe.routing` for what each option does.
     """
 
     def __init__(self, encoders, base_dim, routers=("indep", "dep"), weak_dim=None,
                  feature_alignment="interpolate", dispatch="sparse", indep_prior=None,
-                 dep_smoothing=0.1, smoothing_epsilon=None):
+                 dep_smoothing=0.1, smoothing_epsilon=None, routing_entropy_on="weights",
+                 diversity_batch="global", loss_reduction="half_sum"):
         super().__init__()
         pool = [encoder() if not isinstance(encoder, nn.Module) else encoder
                 for encoder in encoders]
@@ -184,10 +193,14 @@ class MixtureOfWeakEncoders(nn.Module):
         self.router_kinds = list(routers)
         self.routers = nn.ModuleList(
             build_router(kind, base_dim, len(pool), indep_prior, dep_smoothing,
-                         smoothing_epsilon)
+                         smoothing_epsilon, routing_entropy_on, diversity_batch)
             for kind in self.router_kinds
         )
         self.dispatch = dispatch
+        self.loss_reduction = loss_reduction
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got "
+                             f"{loss_reduction!r}")
 
     @property
     def num_encoders(self):
@@ -242,7 +255,7 @@ class MixtureOfWeakEncoders(nn.Module):
             contribution = sample_weights[:, :, None, None] * aligned.unsqueeze(1)
             mixed = mixed.index_add(0, samples, contribution.to(mixed.dtype))
         features = mixed.permute(0, 2, 1, 3).reshape(wav.shape[0], frames, self.output_dim)
-        loss, parts = mowe_loss(decisions)
+        loss, parts = mowe_loss(decisions, self.loss_reduction)
         return MoWEOutput(features, weights, selected, loss, parts, calls)
 
     def _encode(self, index, wav, wav_lens, base_lens, frames):

@@ -17,6 +17,8 @@ import torch.nn as nn
 from speechbrain.utils.checkpoints import (mark_as_loader, mark_as_saver,
                                            register_checkpoint_hooks)
 
+from mowe.encoders import trim_batch
+
 IGNORE_INDEX = -100
 
 
@@ -74,6 +76,10 @@ class AudioLLM(nn.Module):
         A system turn put before the user turn.
     audio_placeholder : str
         Marker replaced by the audio tokens inside the chat template.
+    max_audio_seconds : float, optional
+        Every clip is cut to its first ``max_audio_seconds`` before any encoder sees it
+        (paper: audio trimmed or padded to 30 s), in training, validation and decoding
+        alike; None keeps whole clips.
 
     Example
     -------
@@ -82,8 +88,9 @@ class AudioLLM(nn.Module):
     """
 
     def __init__(self, base_encoder, llm, adapter, mixture=None, system_prompt=None,
-                 audio_placeholder="<|mowe_audio|>"):
+                 audio_placeholder="<|mowe_audio|>", max_audio_seconds=None):
         super().__init__()
+        self.max_audio_seconds = max_audio_seconds
         self.base_encoder = base_encoder
         self.mixture = _build(mixture, base_dim=base_encoder.output_dim)
         feature_dim = base_encoder.output_dim + (self.mixture.output_dim if self.mixture else 0)
@@ -133,6 +140,37 @@ class AudioLLM(nn.Module):
             )
 
     # ---------------------------------------------------------------- audio side
+    def encode_features(self, wav, wav_lens):
+        """Audio -> ``z = z_base ⊕_f z_MoWE``, the adapter's input.
+
+        Clips are first cut to ``max_audio_seconds``, so that every encoder sees the same
+        audio and each encoder's frame at time t comes from the audio at time t.
+
+        Returns
+        -------
+        feats : torch.Tensor
+            ``[B, T, D]`` concatenated features.
+        adapter_lens : torch.Tensor
+            ``[B]`` frames the adapter reads: the valid frames, or every frame for a
+            fixed-length base encoder (Whisper in 30 s mode: its 1500 frames, padding
+            included, as the paper's adapter downsamples them; the MoWE features are
+            zero on the padding frames).
+        base_lens : torch.Tensor
+            ``[B]`` valid base frames.
+        mowe : mowe.mixture.MoWEOutput or None
+        """
+        wav, wav_lens = trim_batch(wav, wav_lens, self.max_audio_seconds)
+        z_base, base_lens = self.base_encoder(wav, wav_lens)
+        mowe = None
+        feats = z_base
+        if self.mixture is not None:
+            mowe = self.mixture(wav, wav_lens, z_base, base_lens)
+            feats = torch.cat([z_base, mowe.features.to(z_base.dtype)], dim=-1)
+        adapter_lens = base_lens
+        if getattr(self.base_encoder, "fixed_length", False):
+            adapter_lens = torch.full_like(base_lens, feats.shape[1])
+        return feats, adapter_lens, base_lens, mowe
+
     def encode_audio(self, wav, wav_lens):
         """Audio -> LLM-width audio tokens.
 
@@ -144,13 +182,8 @@ class AudioLLM(nn.Module):
             ``[B]`` valid tokens per clip.
         mowe : mowe.mixture.MoWEOutput or None
         """
-        z_base, base_lens = self.base_encoder(wav, wav_lens)
-        mowe = None
-        feats = z_base
-        if self.mixture is not None:
-            mowe = self.mixture(wav, wav_lens, z_base, base_lens)
-            feats = torch.cat([z_base, mowe.features.to(z_base.dtype)], dim=-1)
-        tokens, token_lens = self.adapter(feats, base_lens)
+        feats, adapter_lens, _, mowe = self.encode_features(wav, wav_lens)
+        tokens, token_lens = self.adapter(feats, adapter_lens)
         return self.projection(tokens), token_lens, mowe
 
     # ----------------------------------------------------------------- text side

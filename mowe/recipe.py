@@ -159,11 +159,23 @@ def load_recipe_hparams(argv):
     return hparams_file, run_opts, overrides, hparams
 
 
-def dataset(manifest, max_duration=None):
-    """A dataset from ``manifest``, dropping (and counting) clips over ``max_duration``."""
+def dataset(manifest, max_duration=None, trim_seconds=None):
+    """A dataset from ``manifest``, dropping (and counting) clips over ``max_duration``.
+
+    With ``trim_seconds`` (the model's ``max_audio_seconds``) the clips longer than that
+    are read only up to it and counted in the log: they are trimmed, not dropped.
+    """
     from mowe.data import make_dataset, read_manifest
 
-    data = make_dataset(manifest)
+    data = make_dataset(manifest, trim_seconds=trim_seconds)
+    if trim_seconds:
+        entries = read_manifest(manifest)
+        longer = sum(float(e["duration"]) > trim_seconds for e in entries.values()
+                     if not max_duration or float(e["duration"]) <= max_duration)
+        if longer:
+            logger.warning("%s: %d of %d clips are longer than %.1f s and are trimmed to "
+                           "their first %.1f s", manifest, longer, len(entries),
+                           trim_seconds, trim_seconds)
     if max_duration:
         total = len(read_manifest(manifest))
         data = data.filtered_sorted(key_max_value={"duration": max_duration})

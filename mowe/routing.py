@@ -12,6 +12,22 @@ During training the weights are smoothed as ``r = 0.9 r + 0.1 eps`` with
 Each router returns its own loss term; :func:`mowe_loss` halves their sum, which is
 Eq. 6 for the paper's indep + dep configuration.
 
+Choices the equations leave open, as options (defaults: the paper, literally):
+
+* ``entropy_on``: Eq. 7/8 take the entropy of ``r``, the KeepTop1 weights
+  (``"weights"``). With one non-zero entry ``p``, minimising ``-p log p`` raises ``p``
+  only when ``p > 1/e``: a router whose top probability is below 1/e is pushed towards
+  *less* confidence. ``"probs"`` takes the entropy of the full softmax instead, which
+  always pushes towards a confident choice.
+* ``diversity_batch``: Eq. 9's ``rbar`` is a batch mean. ``"global"`` (default) takes it
+  over the samples of every DDP process (a differentiable all-gather), so 4 processes x
+  8 clips give the paper's batch of 32; ``"local"`` over one process's micro-batch.
+  Gradient accumulation splits the batch into micro-batches, and ``rbar`` is then the
+  mean over each micro-batch (of all processes), not over the accumulated batch.
+* ``reduction`` of :func:`mowe_loss`: ``"half_sum"`` (Eq. 6's 1/2 for any router set,
+  so a single router's loss is halved) or ``"mean"`` (the mean over the routers: equal
+  to Eq. 6 for two routers, the full loss for one).
+
 Example
 -------
 >>> import torch
@@ -116,13 +132,72 @@ def entropy(weights):
     return entropy_terms(weights).sum(dim=-1)
 
 
-def diversity_loss(weights):
+class _GatherRows(torch.autograd.Function):
+    """All-gather of ``[n, M]`` rows (padded to one length) that passes gradients back.
+
+    Backward: every process's loss depends on every process's rows, so the gradient of
+    a process's rows is the sum over processes of their losses' gradients (all-reduce),
+    sliced to its own rows. DDP then averages the parameter gradients, which gives the
+    gradient of the loss computed on the gathered batch in one process.
+    """
+
+    @staticmethod
+    def forward(ctx, rows):
+        import torch.distributed as dist
+
+        ctx.rank = dist.get_rank()
+        parts = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, rows.contiguous())
+        return torch.stack(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank]
+
+
+def gather_batch(weights):
+    """``[n, M]`` rows of this process -> the rows of every DDP process (differentiable).
+
+    Without an initialised process group (or with one process) the rows come back as
+    they are. Processes may hold different numbers of rows.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return weights
+    size = torch.tensor([weights.shape[0]], device=weights.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    sizes = [int(n) for n in sizes]
+    padded = torch.nn.functional.pad(weights, (0, 0, 0, max(sizes) - weights.shape[0]))
+    parts = _GatherRows.apply(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+
+def diversity_loss(weights, gather=False):
     """Diversity term of Eq. 9: ``sum_k rbar_k log rbar_k``, rbar the batch mean.
 
     Minimising it maximises the entropy of the average routing decision, which
     keeps the data-dependent router from collapsing onto one encoder.
+
+    Arguments
+    ---------
+    weights : torch.Tensor
+        ``[B, M]`` routing weights of this process.
+    gather : bool
+        Take the mean over every DDP process's rows (:func:`gather_batch`).
     """
+    if gather:
+        weights = gather_batch(weights)
     return -entropy(weights.mean(dim=0))
+
+
+ENTROPY_ON = ("weights", "probs")
+DIVERSITY_BATCH = ("global", "local")
 
 
 class _Router(nn.Module):
@@ -130,13 +205,23 @@ class _Router(nn.Module):
 
     kind = None
 
-    def __init__(self, num_encoders, smoothing=0.0, smoothing_epsilon=None):
+    def __init__(self, num_encoders, smoothing=0.0, smoothing_epsilon=None,
+                 entropy_on="weights"):
         super().__init__()
         if num_encoders < 1:
             raise ValueError(f"a router needs at least one encoder, got {num_encoders}")
+        if entropy_on not in ENTROPY_ON:
+            raise ValueError(f"routing entropy_on must be one of {ENTROPY_ON}, got "
+                             f"{entropy_on!r}")
         self.num_encoders = num_encoders
         self.smoothing = smoothing
         self.smoothing_epsilon = smoothing_epsilon
+        self.entropy_on = entropy_on
+
+    def _entropy(self, probs, weights):
+        """Per-sample entropy of Eq. 7/8: of the KeepTop1 weights (the paper) or of the
+        full softmax (``entropy_on="probs"``)."""
+        return entropy(weights if self.entropy_on == "weights" else probs)
 
     def _decide(self, logits):
         probs = torch.softmax(logits.float(), dim=-1)
@@ -160,6 +245,8 @@ class IndependentRouter(_Router):
         Training-time smoothing share (paper: only the dependent router, so 0).
     smoothing_epsilon : float, optional
         Uniform value used by the smoothing (default ``0.1 / M``).
+    entropy_on : str
+        ``"weights"`` (Eq. 7 as written) or ``"probs"`` (see the module notes).
 
     Example
     -------
@@ -170,8 +257,9 @@ class IndependentRouter(_Router):
 
     kind = "indep"
 
-    def __init__(self, num_encoders, prior=None, smoothing=0.0, smoothing_epsilon=None):
-        super().__init__(num_encoders, smoothing, smoothing_epsilon)
+    def __init__(self, num_encoders, prior=None, smoothing=0.0, smoothing_epsilon=None,
+                 entropy_on="weights"):
+        super().__init__(num_encoders, smoothing, smoothing_epsilon, entropy_on)
         if prior is None:
             init = torch.randn(num_encoders)
         else:
@@ -187,7 +275,7 @@ class IndependentRouter(_Router):
         """Route a batch; ``z_base`` only provides the batch size."""
         batch_size = z_base.shape[0]
         probs, weights, selected = self._decide(self.w_indep.unsqueeze(0))
-        loss = entropy(weights[0])
+        loss = self._entropy(probs[0], weights[0])
         return RoutingDecision(
             probs=probs.expand(batch_size, -1),
             weights=weights.expand(batch_size, -1),
@@ -210,12 +298,22 @@ class DependentRouter(_Router):
         Training-time smoothing share (paper: 0.1).
     smoothing_epsilon : float, optional
         Uniform value used by the smoothing (default ``0.1 / M``).
+    entropy_on : str
+        ``"weights"`` (Eq. 8 as written) or ``"probs"`` (see the module notes).
+    diversity_batch : str
+        ``"global"``: Eq. 9's ``rbar`` over every DDP process's samples in training;
+        ``"local"``: over this process's batch.
     """
 
     kind = "dep"
 
-    def __init__(self, base_dim, num_encoders, smoothing=0.1, smoothing_epsilon=None):
-        super().__init__(num_encoders, smoothing, smoothing_epsilon)
+    def __init__(self, base_dim, num_encoders, smoothing=0.1, smoothing_epsilon=None,
+                 entropy_on="weights", diversity_batch="global"):
+        super().__init__(num_encoders, smoothing, smoothing_epsilon, entropy_on)
+        if diversity_batch not in DIVERSITY_BATCH:
+            raise ValueError(f"diversity_batch must be one of {DIVERSITY_BATCH}, got "
+                             f"{diversity_batch!r}")
+        self.diversity_batch = diversity_batch
         self.w_dep = nn.Linear(base_dim, num_encoders, bias=False)
 
     def forward(self, z_base, base_lens):
@@ -224,8 +322,9 @@ class DependentRouter(_Router):
         mask = (frames.unsqueeze(0) < base_lens.unsqueeze(1)).to(z_base.dtype)
         mean = (z_base * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         probs, weights, selected = self._decide(self.w_dep(mean.to(self.w_dep.weight.dtype)))
-        ent = entropy(weights).mean()
-        div = diversity_loss(weights)
+        ent = self._entropy(probs, weights).mean()
+        # gathered in training only: evaluation and decoding may run unevenly per process
+        div = diversity_loss(weights, gather=self.training and self.diversity_batch == "global")
         return RoutingDecision(
             probs=probs,
             weights=weights,
@@ -236,23 +335,31 @@ class DependentRouter(_Router):
 
 
 def build_router(kind, base_dim, num_encoders, indep_prior=None, dep_smoothing=0.1,
-                 smoothing_epsilon=None):
+                 smoothing_epsilon=None, entropy_on="weights", diversity_batch="global"):
     """Make a router from its config name (``"indep"`` or ``"dep"``)."""
     if kind == "indep":
         return IndependentRouter(num_encoders, prior=indep_prior,
-                                 smoothing_epsilon=smoothing_epsilon)
+                                 smoothing_epsilon=smoothing_epsilon, entropy_on=entropy_on)
     if kind == "dep":
         return DependentRouter(base_dim, num_encoders, smoothing=dep_smoothing,
-                               smoothing_epsilon=smoothing_epsilon)
+                               smoothing_epsilon=smoothing_epsilon, entropy_on=entropy_on,
+                               diversity_batch=diversity_batch)
     raise ValueError(f"unknown router kind {kind!r}; expected one of {ROUTER_KINDS}")
 
 
-def mowe_loss(decisions):
+LOSS_REDUCTIONS = ("half_sum", "mean")
+
+
+def mowe_loss(decisions, reduction="half_sum"):
     """L_MoWE = 1/2 * sum of the routers' losses (Eq. 6 for indep + dep).
 
     Arguments
     ---------
     decisions : list of RoutingDecision
+    reduction : str
+        ``"half_sum"``: Eq. 6's factor 1/2 whatever the number of routers (a single
+        router's loss is halved); ``"mean"``: the mean over the routers (the same for
+        two routers; a single router's full loss).
 
     Returns
     -------
@@ -260,7 +367,11 @@ def mowe_loss(decisions):
     parts : dict
         The routers' named parts (suffixed ``_<router index>`` when a kind repeats).
     """
-    loss = 0.5 * sum(decision.loss for decision in decisions)
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"routing loss reduction must be one of {LOSS_REDUCTIONS}, got "
+                         f"{reduction!r}")
+    scale = 0.5 if reduction == "half_sum" else 1.0 / len(decisions)
+    loss = scale * sum(decision.loss for decision in decisions)
     parts = {}
     for index, decision in enumerate(decisions):
         for name, value in decision.loss_parts.items():

@@ -158,7 +158,8 @@ def main(argv):
     check_checkpoint_stamp(hyp_file, checkpoint.path)
     done = finished_ids(hyp_file)
     routers = model.mixture.router_kinds if model.mixture is not None else []
-    test = dataset(hparams["test_manifest"])
+    test = dataset(hparams["test_manifest"],
+                   trim_seconds=getattr(model, "max_audio_seconds", None))
     wanted = sorted(test.data_ids)
     if shard:
         wanted = wanted[shard[0] - 1::shard[1]]

@@ -10,9 +10,9 @@ tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 stage=0 stop_stage=6 data_folder="" audiobench_test="" row=table3 llm=llama3 ngpu=1
-num_nodes=1 cmd=local nj=1 tag="" epochs="" max_duration=""
+num_nodes=1 cmd=local nj=1 tag="" epochs="" max_duration="" judge_template=""
 python=${MOWE_PYTHON:-$(cd "$recipes_dir/.." && pwd)/.venv/bin/python}
-_options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj tag epochs max_duration python ${extra_options:-}"
+_options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj tag epochs max_duration judge_template python ${extra_options:-}"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
 
@@ -23,12 +23,17 @@ provision_command=()     # hub ids (or local mirrors given as overrides): nothin
 pretrained_dir=""
 . "$recipes_dir/paper_rows.sh"
 paper_row_args "$row" "$llm"
+# the judge prompt and rating rule (used when score_args names a judge): AudioBench's
+judge_template=${judge_template:-$paper_judge_template}
+[ -n "${score_args+x}" ] || score_args=()
+score_args+=(--judge_template "$judge_template")
 
+validate_args=(--trim_seconds 30)  # the paper's window: longer clips are counted, trimmed
 common_train_args=()
 [ -n "$epochs" ] && common_train_args+=(--number_of_epochs="$epochs")
 [ -n "$max_duration" ] && common_train_args+=(--max_duration="$max_duration")
 
-systems="baseline mowe"
+systems=$row_systems
 system_overrides() {
   system_args=("${common_train_args[@]}")
   case "$1" in

@@ -73,6 +73,7 @@ provision() {
   $prep_cmd "$exp_dir/log/provision.log" "${provision_command[@]}"
 }
 [ -n "${validate_manifests+x}" ] || validate_manifests=("$data_dir"/raw/{train,valid,test}.json)
+[ -n "${validate_args+x}" ] || validate_args=()  # e.g. (--trim_seconds 30): paper recipes
 pretrained_args=()
 [ -n "${pretrained_dir:-}" ] && pretrained_args=(--pretrained_dir="$pretrained_dir")
 # With nj > 1 and a preparer that shards (prepare_merge_command set), preparation is a
@@ -87,7 +88,7 @@ prepare() {
 }
 validate() {
   $prep_cmd "$exp_dir/log/validate.log" $python "$recipes_dir/validate_data.py" \
-    --manifests "${validate_manifests[@]}" --out_dir "$data_dir/clean"
+    --manifests "${validate_manifests[@]}" --out_dir "$data_dir/clean" "${validate_args[@]}"
   grep -h "kept" "$exp_dir/log/validate.log" | sed 's/^/  /'
 }
 train_systems() {

@@ -2,7 +2,7 @@
 """Check every entry and clip of the manifests; write clean manifests and a report of skips.
 
 Usage: python recipes/validate_data.py --manifests a.json b.json --out_dir DIR
-       [--min_duration 0.05] [--duration_tolerance 0.1]
+       [--min_duration 0.05] [--duration_tolerance 0.1] [--trim_seconds 30]
 
 Each entry is checked field by field (``wav``, ``duration``, ``task`` — one of the known
 tasks —, ``instruction``, ``answer``, optional ``start``/``stop``: presence and type), ids
@@ -12,7 +12,10 @@ or one whose length disagrees with the manifest's duration by more than the tole
 (e.g. a truncated file), is left out of ``DIR/<name>.json`` and listed with its reason
 in ``DIR/validation_report.json``. The counts are printed per manifest, with the number
 of skips per reason: nothing is dropped silently. Two manifests with the same file name
-would write the same output and are refused before anything is written.
+would write the same output and are refused before anything is written. With
+``--trim_seconds`` (the paper recipes: 30, the model's ``max_audio_seconds``) the clips
+longer than that are kept, and counted and listed as trimmed: every encoder will see
+only their first ``trim_seconds``.
 """
 
 import argparse
@@ -35,13 +38,15 @@ def duration_tolerance(expected, tolerance):
     return max(tolerance, 0.01 * expected)
 
 
-def check(entry, min_duration, tolerance=0.1):
-    """Reason the clip is unusable, or None."""
+def check(entry, min_duration, tolerance=0.1, seconds_out=None):
+    """Reason the clip is unusable, or None (``seconds_out``: list receiving its length)."""
     try:
         audio = load_audio(entry["wav"], start=entry.get("start"), stop=entry.get("stop"))
     except AudioError as error:
         return str(error)
     seconds = audio.shape[0] / 16000
+    if seconds_out is not None:
+        seconds_out.append(seconds)
     if seconds < min_duration:
         return f"too short ({seconds:.3f} s)"
     if entry.get("stop") is not None:
@@ -89,6 +94,8 @@ def main(argv=None):
                         help="allowed difference between a clip's length and its manifest "
                              "duration, in seconds (or 1%% of the clip, the larger; "
                              "default 0.1)")
+    parser.add_argument("--trim_seconds", type=float, default=None,
+                        help="count (and list) the clips longer than this: trimmed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     names = output_names(args.manifests)
@@ -103,11 +110,14 @@ def main(argv=None):
         for utt, reason in skipped.items():
             logger.warning("skipping %s: %s", utt, reason)
         name = names[manifest]
-        kept = {}
+        kept, trimmed = {}, {}
         for utt, entry in tqdm(entries.items(), desc=f"checking {name}"):
-            reason = check(entry, args.min_duration, args.duration_tolerance)
+            seconds = []
+            reason = check(entry, args.min_duration, args.duration_tolerance, seconds)
             if reason is None:
                 kept[utt] = entry
+                if args.trim_seconds and seconds[0] > args.trim_seconds:
+                    trimmed[utt] = round(seconds[0], 3)
             else:
                 skipped[utt] = reason
                 logger.warning("skipping %s: %s", utt, reason)
@@ -124,7 +134,12 @@ def main(argv=None):
                         "reasons": skipped}
         detail = f" ({', '.join(f'{k}: {v}' for k, v in counts.most_common())})" \
             if counts else ""
-        print(f"{name}: kept {len(kept)}, skipped {len(skipped)}{detail}")
+        line = f"{name}: kept {len(kept)}, skipped {len(skipped)}{detail}"
+        if args.trim_seconds:
+            report[name].update(trim_seconds=args.trim_seconds, trimmed=len(trimmed),
+                                trimmed_durations=trimmed)
+            line += f", trimmed to {args.trim_seconds:g} s {len(trimmed)}"
+        print(line)
     report_path = os.path.join(args.out_dir, "validation_report.json")
     with open(report_path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)

@@ -117,3 +117,20 @@ def test_conv_adapter_kernel_equals_stride_and_lengths():
     assert tokens.shape == (2, 3, 4) and lens.tolist() == [3, 2]
     alone, _ = adapter(feats[1:, :9], torch.tensor([9]))
     assert torch.allclose(tokens[1, :2], alone[0], atol=1e-6)
+
+
+def test_base_encoder_kind_picks_any_encoder_by_yaml(tiny_models):
+    """Table I needs each encoder alone as the base: the spec's base_encoder_kind."""
+    from conftest import load_spec
+
+    from mowe.encoders import SpecAugment, make_encoder
+
+    hparams = load_spec(tiny_models, base_encoder_kind="small", mixture=None)
+    model = hparams["model"]
+    assert type(model.base_encoder).__name__ == "SmallEncoder"
+    out = model(*clips([16000, 8000]), ["Transcribe.", "Transcribe."], ["hi", "yes"])
+    assert torch.isfinite(out.next_token_loss)
+    with pytest.raises(ValueError, match="SpecAugment"):
+        make_encoder("hubert", "x", "y", augment=SpecAugment(time_masks=2))
+    with pytest.raises(ValueError, match="unknown encoder kind"):
+        make_encoder("beats")

@@ -119,3 +119,118 @@ def test_entropy_and_diversity_helpers():
     assert entropy(weights).tolist() == pytest.approx([math.log(2), 0.0])
     assert diversity_loss(weights).item() == pytest.approx(
         0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+
+
+# ------------------------------------------------ options made explicit (issue 11, 7-9)
+def top_probability_after_a_step(router, loss_of):
+    """Mean probability of each sample's selected encoder, before and after one SGD step
+    on the loss (the same encoders: the ones selected before the step)."""
+    optimizer = torch.optim.SGD(router.parameters(), lr=0.5)
+    decision = loss_of(router)
+    chosen = decision.selected.unsqueeze(-1)
+    before = decision.probs.gather(-1, chosen).mean().item()
+    decision.loss.backward()
+    optimizer.step()
+    return before, loss_of(router).probs.gather(-1, chosen).mean().item()
+
+
+@pytest.mark.parametrize("entropy_on, more_confident", [("weights", False), ("probs", True)])
+def test_routing_entropy_on_weights_or_probs(entropy_on, more_confident):
+    """Top probability 0.31 < 1/e at M = 4: Eq. 7 on the KeepTop1 weights (literal)
+    lowers it, the entropy of the softmax raises it."""
+    indep = IndependentRouter(4, prior=[0.3, 0.0, 0.0, 0.0], entropy_on=entropy_on)
+    before, after = top_probability_after_a_step(
+        indep, lambda r: r(torch.zeros(2, 3, 4), torch.tensor([3, 3])))
+    assert before == pytest.approx(math.exp(0.3) / (math.exp(0.3) + 3), rel=1e-5)
+    assert (after > before) == more_confident
+    torch.manual_seed(0)
+    dep = DependentRouter(8, 4, smoothing=0.0, entropy_on=entropy_on)
+    with torch.no_grad():
+        dep.w_dep.weight.mul_(0.05)  # near-uniform routing: top probability < 0.40
+    z_base = torch.randn(16, 5, 8)
+
+    def entropy_only(router):  # Eq. 8 alone (the router's loss adds Eq. 9)
+        decision = router(z_base, torch.full((16,), 5))
+        decision.loss = router._entropy(decision.probs, decision.weights).mean()
+        assert decision.loss.item() == pytest.approx(decision.loss_parts["dep_ent"].item())
+        return decision
+
+    before, after = top_probability_after_a_step(dep, entropy_only)
+    assert before < 0.40 and (after > before) == more_confident
+    probs = entropy_only(dep)
+    expected = entropy(probs.probs if entropy_on == "probs" else probs.weights).mean()
+    assert probs.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_unknown_routing_options_are_refused():
+    with pytest.raises(ValueError, match="entropy_on"):
+        IndependentRouter(2, entropy_on="logits")
+    with pytest.raises(ValueError, match="diversity_batch"):
+        DependentRouter(4, 2, diversity_batch="step")
+    with pytest.raises(ValueError, match="reduction"):
+        mowe_loss([], reduction="sum")
+
+
+def test_mowe_loss_reduction_for_one_and_two_routers():
+    one = [IndependentRouter(3, prior=[1.0, 0.0, 0.0])(torch.zeros(1, 2, 4),
+                                                       torch.tensor([2]))]
+    two = one + [DependentRouter(4, 3)(torch.randn(2, 2, 4), torch.tensor([2, 2]))]
+    assert mowe_loss(one)[0].item() == pytest.approx(0.5 * one[0].loss.item())  # paper
+    assert mowe_loss(one, "mean")[0].item() == pytest.approx(one[0].loss.item())
+    assert mowe_loss(two, "mean")[0].item() == pytest.approx(mowe_loss(two)[0].item())
+
+
+def _ddp_diversity(rank, world, init_file, z_base, weight, out_dir):
+    """One of two gloo processes: the dep router on its half of the 8 clips."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        for batch in ("global", "local"):
+            router = DependentRouter(z_base.shape[-1], weight.shape[0],
+                                     diversity_batch=batch)
+            with torch.no_grad():
+                router.w_dep.weight.copy_(weight)
+            mine = z_base[rank::world] if rank == 0 else z_base[rank::world][:3]
+            div = router(mine, torch.full((mine.shape[0],), mine.shape[1])).loss_parts
+            loss = diversity_loss(router(mine, torch.full((mine.shape[0],), 5)).weights,
+                                  gather=batch == "global")
+            loss.backward()
+            grad = router.w_dep.weight.grad.clone()
+            dist.all_reduce(grad)
+            grad /= world  # what DDP does to parameter gradients
+            torch.save({"div": div["dep_div"], "loss": loss.detach(), "grad": grad},
+                       f"{out_dir}/{batch}_{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_diversity_equals_one_process_on_the_same_clips(tmp_path):
+    """Eq. 9 under DDP: rbar over both processes' clips (4 + 3 here: uneven batches)
+    gives the one-process value on the 7 clips, and DDP's averaged gradient equals the
+    one-process gradient; with diversity_batch=local each process has its own."""
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    z_base, weight = torch.randn(8, 5, 6), torch.randn(4, 6)
+    mp.spawn(_ddp_diversity, args=(2, str(tmp_path / "init"), z_base, weight,
+                                   str(tmp_path)), nprocs=2, join=True)
+    clips = torch.cat([z_base[0::2], z_base[1::2][:3]])
+    router = DependentRouter(6, 4)
+    with torch.no_grad():
+        router.w_dep.weight.copy_(weight)
+    single = diversity_loss(router(clips, torch.full((7,), 5)).weights)
+    single.backward()
+    for rank in (0, 1):
+        out = torch.load(tmp_path / f"global_{rank}.pt")
+        assert out["div"].item() == pytest.approx(single.item(), rel=1e-5)
+        assert out["loss"].item() == pytest.approx(single.item(), rel=1e-5)
+        torch.testing.assert_close(out["grad"], router.w_dep.weight.grad, rtol=1e-4,
+                                   atol=1e-6)
+    # local: each process's own clips only
+    for rank, own in ((0, z_base[0::2]), (1, z_base[1::2][:3])):
+        value = torch.load(tmp_path / f"local_{rank}.pt")["div"].item()
+        expected = diversity_loss(router(own, torch.full((own.shape[0],), 5)).weights)
+        assert value == pytest.approx(expected.item(), rel=1e-5)

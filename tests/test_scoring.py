@@ -63,6 +63,28 @@ def test_wer_normaliser(text, expected):
     assert normalize_for_wer(text) == expected
 
 
+# Cases worked through AudioBench's own preprocess_text_asr (AudioLLMs/AudioBench,
+# src/dataset_src/text_normalizer/preprocess_text.py): Whisper's normaliser, then its
+# digit words and contractions, its bracket regex, jiwer's RemoveMultipleSpaces,
+# ExpandCommonEnglishContractions, RemoveKaldiNonWords, RemovePunctuation, then its
+# filler regex (uh|umm|um|er|ah).
+@pytest.mark.parametrize("text, expected", [
+    ("Umm, I think so", "i think so"),           # "umm" is one of AudioBench's fillers
+    ("umm umm", "empty"),
+    ("hmm yes mm", "yes"),                       # Whisper's own ignore patterns
+    # Whisper's normaliser turns braces into spaces before AudioBench's bracket regex
+    # runs, so AudioBench keeps the word inside them
+    ("hello {noise} world", "hello noise world"),
+    ("HELLO <unk> world [laughter]", "hello world"),
+    ("it costs $5", "it costs $five"),           # "$" is a symbol, not punctuation
+    ("3.5 percent", "threefive"),                # digit words inside a decimal, then
+                                                 # RemovePunctuation joins them (and drops %)
+    ("Mr. Smith isn't here er", "mister smith is not here"),
+])
+def test_wer_normaliser_follows_audiobench(text, expected):
+    assert normalize_for_wer(text) == expected
+
+
 # ----------------------------------------------------------------------------- METEOR
 def test_nltk_meteor_uses_wordnet_offline():
     hyps = ["a dog barks loudly", "quantum physics lecture notes", "a hound barks",
@@ -345,3 +367,69 @@ def test_http_judge_cache_alone_sends_nothing(scripted_judge, tmp_path):
     second = judge.judge_items(items, CountingBackend(), TEMPLATE, reloaded, progress=False)
     assert second["requests"] == 0 and CountingBackend.calls == 5
     assert second["ratings"] == [3] * 5
+
+
+# ----------------------------------------------------- AudioBench's judge prompt (point 3)
+AUDIOBENCH_TASK = ("Rate the model's answer based on its alignment with the reference "
+                   "answer, focusing on accuracy and relevance to the reference provided. "
+                   "Please be critical on the details.")
+
+
+def test_audiobench_template_is_audiobenchs_prompt():
+    text = judge.load_template("audiobench")
+    prompt = judge.render(text, "What emotion?", "joy", "sadness")
+    lines = prompt.split("\n")
+    pad = " " * 12  # the indentation of AudioBench's triple-quoted PROMPT_TEMPLATE
+    assert lines[:8] == [pad + "[Reference Answer]", pad + "joy", "", pad + "[Model Answer]",
+                         pad + "sadness", "", pad + "[Question]", pad + "What emotion?"]
+    assert pad + AUDIOBENCH_TASK in lines
+    assert pad + ("Score0: The answer is completely misaligned, providing incorrect or "
+                  "irrelevant information compared to the reference.") in lines
+    assert lines[-1] == pad + "Rating: (int)" and "cannot decide" not in prompt
+    assert sum(line.startswith(pad + "Score") for line in lines) == 6
+    later = judge.load_template("audiobench_v2")
+    assert later.splitlines()[0] == " " * 8 + "[Reference Answer]"
+    assert (" " * 8 + AUDIOBENCH_TASK + " If the model response is something like 'cannot "
+            "decide', please rate as 0.") in later.splitlines()
+    assert "Rating: <int>" in judge.load_template("mowe") == judge.load_template()
+
+
+@pytest.mark.parametrize("reply, rating", [
+    ("Explanation: The reference answer is [joy], while the model's answer is [joy]. "
+     "I think it matches.\nRating: 5", 5.0),
+    ("Rating: 3.5", 3.5), ("Rating: 3.", 3.0), ("  4  \n", 4.0),
+    ("Rating: 4/5", None), ("Rating: (int)", None), ("", None), ("Rating: nan", None),
+    ("I would say 2", 2.0),  # AudioBench reads the last token whatever precedes it
+])
+def test_audiobench_rating_rule(reply, rating):
+    assert judge.parse_rating_audiobench(reply) == rating
+
+
+def test_score_rows_with_the_audiobench_template_and_rule():
+    from mowe.scoring.tasks import score_rows
+
+    replies = {"joy": "Explanation: fine.\nRating: 4.5", "anger": "No rating here."}
+
+    def backend(prompt):
+        return next(r for key, r in replies.items() if f"[Model Answer]\n{' ' * 12}{key}"
+                    in prompt)
+
+    backend.id, backend.concurrency = "stub", 1
+    rows = [{"id": "a", "task": "er", "instruction": "What emotion?", "hyp": "joy",
+             "ref": "joy"},
+            {"id": "b", "task": "er", "instruction": "What emotion?", "hyp": "anger",
+             "ref": "joy"}]
+    name, parse = judge.template_parser("audiobench")
+    assert name == "audiobench"
+    scores, items = score_rows(rows, java_meteor=False, judge=backend,
+                               judge_template=judge.load_template("audiobench"),
+                               judge_parse=parse, judge_template_name="audiobench",
+                               progress=False)
+    entry = scores["er"]
+    assert entry["judge_score_failures_as_zero"] == pytest.approx(2.25)  # (4.5 + 0) / 2
+    assert entry["judge_parse_failures"] == 1 and entry["judge_template"] == "audiobench"
+    assert [i["judge_rating"] for i in items] == [4.5, None]
+    # the project's rubric keeps its own rule: a final "Rating: <int>" line
+    assert judge.template_parser("mowe")[0] == "rating_line"
+    assert judge.template_parser("my_rubric.txt")[0] == "rating_line"
+    assert judge.template_parser("my_rubric.txt", "audiobench")[0] == "audiobench"

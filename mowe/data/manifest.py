@@ -153,7 +153,7 @@ def read_manifest(path):
     return entries
 
 
-def make_dataset(path, replacements=None, sample_rate=16000):
+def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None):
     """A SpeechBrain ``DynamicItemDataset`` giving ``id, sig, task, instruction, answer``.
 
     ``sig`` is the waveform, or the :class:`~mowe.data.AudioError` of a clip that cannot
@@ -168,6 +168,8 @@ def make_dataset(path, replacements=None, sample_rate=16000):
         ``{"data_root": "/corpus"}`` replaces ``{data_root}`` in string fields.
     sample_rate : int
         Audio is resampled to this rate.
+    trim_seconds : float, optional
+        Read at most this many seconds of each clip (from its ``start``).
     """
     import speechbrain as sb
 
@@ -184,6 +186,9 @@ def make_dataset(path, replacements=None, sample_rate=16000):
     @sb.utils.data_pipeline.takes("wav", "start", "stop")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav, start=None, stop=None):
+        if trim_seconds:
+            end = (start or 0.0) + trim_seconds
+            stop = end if stop is None else min(stop, end)
         # A clip that cannot be used travels as its error: the collate function
         # (mowe.data.collate.SkipUnreadableClips) leaves it out and counts it.
         try:

@@ -76,6 +76,7 @@ def cmd_score(args):
             raise SystemExit(f"error: no hypotheses for task(s) {', '.join(args.tasks)}")
     try:
         template = judging.load_template(args.judge_template) if args.judge != "none" else None
+        _, parse = judging.template_parser(args.judge_template, args.judge_parse)
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}")
     os.makedirs(args.out_dir, exist_ok=True)
@@ -84,7 +85,8 @@ def cmd_score(args):
         if backend else None
     scores, items = score_rows(rows, _train_answers(args.train_manifest),
                                java_meteor=not args.no_java_meteor, judge=backend,
-                               judge_template=template, judge_cache=cache)
+                               judge_template=template, judge_cache=cache, judge_parse=parse,
+                               judge_template_name=args.judge_template or "mowe")
     _atomic_write(os.path.join(args.out_dir, "scores.json"), json.dumps(scores, indent=2))
     _atomic_write(os.path.join(args.out_dir, "items.jsonl"),
                   "".join(json.dumps(i) + "\n" for i in items))
@@ -136,8 +138,14 @@ def main(argv=None):
     score.add_argument("--judge_model", help="hf: local model folder; openai: model name")
     score.add_argument("--judge_url", help="openai: server root, e.g. http://host:8000/v1")
     score.add_argument("--judge_endpoint", choices=["chat", "completions"], default="chat")
-    score.add_argument("--judge_template", help="prompt template file with {question}, "
-                       "{reference}, {answer} (default: this project's 0-5 rubric)")
+    score.add_argument("--judge_template", help="audiobench (AudioBench's Llama-3-70B "
+                       "prompt; the paper recipes' default), audiobench_v2 (its later "
+                       "version), mowe (this project's rubric; the default here) or a "
+                       "template file with {question}, {reference}, {answer}")
+    score.add_argument("--judge_parse", default="auto",
+                       choices=["auto", "audiobench", "rating_line"],
+                       help="rating rule: audiobench (float of the reply's last token) or "
+                       "rating_line (a final 'Rating: <int>' line); auto: the template's")
     score.add_argument("--judge_timeout", type=float, default=120.0, help="seconds/request")
     score.add_argument("--judge_retries", type=int, default=3)
     score.add_argument("--judge_concurrency", type=int, default=8)

@@ -1,19 +1,33 @@
 """Model-as-judge scoring on a 0-5 scale, AudioBench style.
 
-A prompt template (any text file with ``{question}``, ``{reference}`` and ``{answer}``
-fields; this project's rubric by default) is filled per item and sent to a judge
-backend: a local Hugging Face model (:class:`HFJudge`) or any OpenAI-compatible server
-(:class:`OpenAIJudge`: vLLM serving Llama-3-70B-Instruct, as AudioBench does, or
-``python -m mowe.scoring.serve``). The grade is the integer on the reply's final
-``Rating: <int>`` line. Replies are cached on disk (:class:`JudgeCache`), keyed by the
-backend, model and prompt, so an interrupted scoring run resumes and a rerun sends no
-requests. A reply without a valid rating is a parse failure: AudioBench scores it 0;
-both that score and the mean over parsed replies are reported.
+A prompt template is filled per item and sent to a judge backend: a local Hugging Face
+model (:class:`HFJudge`) or any OpenAI-compatible server (:class:`OpenAIJudge`: vLLM
+serving Llama-3-70B-Instruct, as AudioBench does, or ``python -m mowe.scoring.serve``).
+Templates (:data:`TEMPLATES`) are named or given as a file with ``{question}``,
+``{reference}`` and ``{answer}`` fields:
+
+* ``audiobench`` — AudioBench's ``llama3_70b_as_judge`` prompt, verbatim (indentation
+  included), with its parsing rule: the score is ``float`` of the reply's last
+  whitespace-separated token, a failure scores 0 (:func:`parse_rating_audiobench`).
+  Source: AudioLLMs/AudioBench ``src/dataset_src/eval_methods/eval_llama3_70b.py``
+  (commit 0e689b4; the paper recipes' default).
+* ``audiobench_v2`` — the same file's later prompt (commit 7c2338a), which adds "If the
+  model response is something like 'cannot decide', please rate as 0." and a Score0
+  line for refusals; same parsing rule.
+* ``mowe`` — this project's own rubric; the grade is the integer on the reply's final
+  ``Rating: <int>`` line (:func:`parse_rating`).
+
+Replies are cached on disk (:class:`JudgeCache`), keyed by the backend, model and
+prompt, so an interrupted scoring run resumes and a rerun sends no requests. A reply
+without a valid rating is a parse failure: AudioBench scores it 0; both that score and
+the mean over parsed replies are reported (AudioBench's later versions multiply the
+0-5 mean by 20; the paper reports the 0-5 mean, as here).
 """
 
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -26,6 +40,10 @@ from importlib import resources
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "judge_0to5.txt"
+# name -> (bundled file, parsing rule)
+TEMPLATES = {"mowe": ("judge_0to5.txt", "rating_line"),
+             "audiobench": ("audiobench_llama3_70b.txt", "audiobench"),
+             "audiobench_v2": ("audiobench_llama3_70b_v2.txt", "audiobench")}
 _RATING = re.compile(r"rating\s*[:=]\s*\**\s*([0-9]+(?:\.[0-9]+)?)\s*\**\s*$",
                      re.IGNORECASE)
 
@@ -35,7 +53,8 @@ class JudgeError(RuntimeError):
 
 
 def load_template(path=None):
-    """Read a judge prompt template; None gives this project's 0-5 rubric.
+    """Read a judge prompt template: a name of :data:`TEMPLATES` or a file; None gives
+    this project's 0-5 rubric.
 
     Raises
     ------
@@ -43,8 +62,9 @@ def load_template(path=None):
         When the template lacks one of the ``{question}``, ``{reference}``, ``{answer}``
         fields.
     """
-    if path is None:
-        text = resources.files("mowe.scoring").joinpath("templates", DEFAULT_TEMPLATE) \
+    if path is None or path in TEMPLATES:
+        name = TEMPLATES[path][0] if path else DEFAULT_TEMPLATE
+        text = resources.files("mowe.scoring").joinpath("templates", name) \
             .read_text(encoding="utf-8")
     else:
         if not os.path.isfile(path):
@@ -85,6 +105,48 @@ def parse_rating(reply, low=0, high=5):
     if value != int(value) or not low <= value <= high:
         return None
     return int(value)
+
+
+def parse_rating_audiobench(reply):
+    """AudioBench's rule: ``float`` of the last whitespace-separated token, or None.
+
+    AudioBench (``eval_llama3_70b.py``) strips the reply, takes ``float(output.split()
+    [-1])`` and scores 0 (``success = 0``) when that fails; None here is that failure
+    (counted as 0 in ``judge_score_failures_as_zero``). The value is not range-checked,
+    as in AudioBench; only a non-finite value (``nan``) is refused here.
+
+    Examples
+    --------
+    >>> parse_rating_audiobench("Explanation: The reference answer is [joy]. Rating: 4")
+    4.0
+    >>> parse_rating_audiobench("Rating: 3.5"), parse_rating_audiobench("Rating: 4/5")
+    (3.5, None)
+    """
+    try:
+        value = float((reply or "").strip().split()[-1])
+    except (ValueError, IndexError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+PARSERS = {"rating_line": parse_rating, "audiobench": parse_rating_audiobench}
+
+
+def template_parser(template=None, parse="auto"):
+    """The parsing rule of a template: ``parse`` or, when ``auto``, the rule that goes
+    with a named template (``rating_line`` for files and the project's rubric).
+
+    Returns
+    -------
+    (str, callable)
+        The rule's name and function.
+    """
+    if parse == "auto":
+        parse = TEMPLATES.get(template or "mowe", (None, "rating_line"))[1]
+    if parse not in PARSERS:
+        raise ValueError(f"unknown judge parsing rule {parse!r}; choose one of "
+                         f"{sorted(PARSERS)}")
+    return parse, PARSERS[parse]
 
 
 class JudgeCache:
@@ -235,7 +297,7 @@ class OpenAIJudge:
                          f"attempt(s): {last}")
 
 
-def judge_items(items, backend, template, cache=None, progress=True):
+def judge_items(items, backend, template, cache=None, progress=True, parse=parse_rating):
     """Grade items with a judge backend, using and filling the cache.
 
     Parameters
@@ -247,6 +309,8 @@ def judge_items(items, backend, template, cache=None, progress=True):
     template : str
         The prompt template text.
     cache : JudgeCache, optional
+    parse : callable
+        ``parse(reply) -> rating or None`` (:data:`PARSERS`).
 
     Returns
     -------
@@ -275,7 +339,7 @@ def judge_items(items, backend, template, cache=None, progress=True):
             bar.update(1)
     bar.close()
     replies = [cache.get(k) for k in keys]
-    ratings = [parse_rating(r) if r is not None else None for r in replies]
+    ratings = [parse(r) if r is not None else None for r in replies]
     return {"ratings": ratings, "replies": replies, "requests": len(todo),
             "errors": sorted(errors)}
 

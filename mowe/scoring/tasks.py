@@ -152,7 +152,8 @@ def trivial_answer(task, train_answers):
 
 
 def score_rows(rows, train_answers=None, java_meteor=True, judge=None, judge_template=None,
-               judge_cache=None, judge_tasks=JUDGED_TASKS, progress=True):
+               judge_cache=None, judge_tasks=JUDGED_TASKS, progress=True, judge_parse=None,
+               judge_template_name=None):
     """Score hypothesis rows per task.
 
     Parameters
@@ -166,6 +167,11 @@ def score_rows(rows, train_answers=None, java_meteor=True, judge=None, judge_tem
         A judge backend (see :mod:`mowe.scoring.judge`); None skips judging.
     judge_template : str, optional
         Template text (default: the project's rubric).
+    judge_parse : callable, optional
+        Rating parser (default: :func:`mowe.scoring.judge.parse_rating`, the
+        ``Rating: <int>`` line of the project's rubric).
+    judge_template_name : str, optional
+        Recorded in the scores as ``judge_template``.
     judge_cache : JudgeCache, optional
     judge_tasks : iterable of str
 
@@ -193,9 +199,12 @@ def score_rows(rows, train_answers=None, java_meteor=True, judge=None, judge_tem
             graded = judging.judge_items(
                 [{"question": row.get("instruction", ""), "reference": _first(row["ref"]),
                   "answer": row["hyp"]} for row in task_rows],
-                judge, template, judge_cache, progress=progress)
+                judge, template, judge_cache, progress=progress,
+                parse=judge_parse or judging.parse_rating)
             entry.update(judging.summarise(graded["ratings"], graded["errors"]))
             entry["judge"] = judge.id
+            entry["judge_template"] = judge_template_name or "mowe"
+            entry["judge_parse"] = getattr(judge_parse, "__name__", "parse_rating")
             entry["judge_requests"] = graded["requests"]
             for item, rating in zip(per_item, graded["ratings"]):
                 item["judge_rating"] = rating
