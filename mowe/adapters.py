@@ -100,11 +100,12 @@ class ConvAdapter(nn.Module):
         return tokens, token_lens.clamp_min(1)
 
 
-ADAPTERS = {"linear": LinearDownsampleAdapter, "conv": ConvAdapter}
+ADAPTER_KINDS = ("linear", "conv", "moe")
 
 
 def make_adapter(input_dim, kind="linear", output_dim=512, num_tokens=100,
-                 frames_per_token=15, stride=8):
+                 frames_per_token=15, stride=8, num_routed_experts=4, num_shared_experts=1,
+                 moe_top_k=1, expert_hidden_dim=None):
     """Build the adapter named by ``kind`` from the settings it uses.
 
     Lets a YAML spec switch adapters with one plain key (``adapter_kind: conv``);
@@ -115,15 +116,25 @@ def make_adapter(input_dim, kind="linear", output_dim=512, num_tokens=100,
     input_dim : int
         Feature size D.
     kind : str
-        ``linear`` (:class:`LinearDownsampleAdapter`) or ``conv`` (:class:`ConvAdapter`).
+        ``linear`` (:class:`LinearDownsampleAdapter`), ``conv`` (:class:`ConvAdapter`)
+        or ``moe`` (:class:`mowe.moe_adapter.MoEAdapter`).
     output_dim : int
     num_tokens, frames_per_token : int
-        Used by ``linear``.
+        Used by ``linear`` and ``moe``.
     stride : int
         Used by ``conv``.
+    num_routed_experts, num_shared_experts, moe_top_k, expert_hidden_dim : int
+        Used by ``moe`` (``expert_hidden_dim`` None: matched to the linear adapter's
+        parameters per token).
     """
     if kind == "linear":
         return LinearDownsampleAdapter(input_dim, output_dim, num_tokens, frames_per_token)
     if kind == "conv":
         return ConvAdapter(input_dim, output_dim, stride)
-    raise ValueError(f"unknown adapter_kind {kind!r}; choose one of {sorted(ADAPTERS)}")
+    if kind == "moe":
+        from mowe.moe_adapter import MoEAdapter
+
+        return MoEAdapter(input_dim, output_dim, num_tokens, frames_per_token,
+                          num_routed_experts, num_shared_experts, moe_top_k,
+                          expert_hidden_dim)
+    raise ValueError(f"unknown adapter_kind {kind!r}; choose one of {list(ADAPTER_KINDS)}")

@@ -1,7 +1,9 @@
 """MoWEBrain: SpeechBrain's Brain for the AudioLLM.
 
 Overrides only what the method needs: the forward, the objective
-``L = L_next-token + λ L_MoWE`` (λ = ``mowe_loss_weight`` in the hparams, default 0.1),
+``L = L_next-token + λ L_MoWE [+ μ L_balance]`` (λ = ``mowe_loss_weight`` in the hparams,
+default 0.1; μ = ``moe_balance_weight``, default 0.01, for the MoE adapter's
+load-balancing loss),
 and thin wrappers around the parent's ``fit_batch`` / ``evaluate_batch`` that record
 the loss parts and how often each weak encoder is selected per task. Gradient
 accumulation, mixed precision, gradient clipping, non-finite-loss patience and DDP
@@ -9,7 +11,9 @@ all stay SpeechBrain's.
 
 Hparams the Brain reads (all optional): ``mowe_loss_weight``, ``lr_scheduler`` (a
 factory ``optimizer -> torch scheduler``, stepped at every optimizer step),
-``train_logger`` (a SpeechBrain logger), ``routing_stats_file``, ``loss_trace_file``
+``train_logger`` (a SpeechBrain logger), ``routing_stats_file``, ``expert_usage_file``
+(per-task token counts of the MoE adapter's experts on the validation set),
+``loss_trace_file``
 (JSON lines: optimizer step, epoch, batch loss averaged over processes).
 
 Non-finite values never reach the weights (:meth:`MoWEBrain.optimizers_step`): an
@@ -37,7 +41,7 @@ import torch
 
 from mowe.data.collate import SkipUnreadableClips
 from mowe.resume import EXIT_PREEMPTED, PreemptionFlag, RandomStates, TrainingStatistics
-from mowe.stats import LossPartsTracker, RoutingStatistics
+from mowe.stats import ExpertUsage, LossPartsTracker, RoutingStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,7 @@ class MoWEBrain(sb.Brain):
         self.lr_scheduler = None
         super().__init__(*args, **kwargs)
         self.routing_stats = {stage: RoutingStatistics() for stage in sb.Stage}
+        self.expert_usage = {stage: ExpertUsage() for stage in sb.Stage}
         self.loss_parts = {stage: LossPartsTracker() for stage in sb.Stage}
         self._batch_parts = {}
         self._step_losses = []
@@ -249,6 +254,11 @@ class MoWEBrain(sb.Brain):
         parts = {"next_token": outputs.next_token_loss.detach(),
                  "mowe": outputs.mowe_loss.detach()}
         parts.update({f"mowe_{k}": v for k, v in outputs.mowe_loss_parts.items()})
+        if outputs.adapter_loss is not None:  # the MoE adapter's load balancing
+            balance = getattr(self.hparams, "moe_balance_weight", 0.01)
+            loss = loss + balance * outputs.adapter_loss
+            parts["moe_balance"] = outputs.adapter_loss.detach()
+            self.expert_usage[stage].update(batch.task, outputs.expert_counts)
         self._batch_parts = parts
         if outputs.selected is not None:
             self.routing_stats[stage].update(batch.task, outputs.selected)
@@ -293,6 +303,7 @@ class MoWEBrain(sb.Brain):
             return
         self.routing_stats[stage] = RoutingStatistics()
         self.loss_parts[stage] = LossPartsTracker()
+        self.expert_usage[stage] = ExpertUsage()
 
     def stage_stats(self, stage, stage_loss):
         """Loss, loss parts and routing proportions of a finished stage."""
@@ -337,6 +348,12 @@ class MoWEBrain(sb.Brain):
                 os.makedirs(folder, exist_ok=True)
             with open(stats_file, "w", encoding="utf-8") as handle:
                 json.dump(self.routing_stats[stage].to_dict(), handle, indent=2)
+        usage_file = getattr(self.hparams, "expert_usage_file", None)
+        if usage_file and self.expert_usage[stage].counts \
+                and sb.utils.distributed.if_main_process():
+            with open(usage_file + ".partial", "w", encoding="utf-8") as handle:
+                json.dump(self.expert_usage[stage].to_dict(), handle, indent=2)
+            os.replace(usage_file + ".partial", usage_file)
         train_logger = getattr(self.hparams, "train_logger", None)
         meta = {"epoch": epoch}
         if self.lr_scheduler is not None:

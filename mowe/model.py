@@ -40,6 +40,10 @@ class AudioLLMOutput:
         Tokens the loss was averaged over.
     encoder_calls : dict
         Weak-encoder index -> samples it encoded in this batch.
+    adapter_loss : torch.Tensor or None
+        The MoE adapter's load-balancing loss (None for a dense adapter).
+    expert_counts : torch.Tensor or None
+        ``[B, E]`` audio tokens of each clip routed to each MoE-adapter expert.
     """
 
     next_token_loss: torch.Tensor
@@ -48,6 +52,8 @@ class AudioLLMOutput:
     selected: torch.Tensor = None
     num_answer_tokens: int = 0
     encoder_calls: dict = field(default_factory=dict)
+    adapter_loss: torch.Tensor = None
+    expert_counts: torch.Tensor = None
 
 
 def _build(component, **kwargs):
@@ -182,9 +188,19 @@ class AudioLLM(nn.Module):
             ``[B]`` valid tokens per clip.
         mowe : mowe.mixture.MoWEOutput or None
         """
+        embeds, token_lens, mowe, _ = self.encode_audio_with_aux(wav, wav_lens)
+        return embeds, token_lens, mowe
+
+    def encode_audio_with_aux(self, wav, wav_lens):
+        """:meth:`encode_audio` plus the adapter's auxiliary outputs: a dict
+        (``balance_loss``, ``expert_counts``) for the MoE adapter, else None."""
         feats, adapter_lens, _, mowe = self.encode_features(wav, wav_lens)
-        tokens, token_lens = self.adapter(feats, adapter_lens)
-        return self.projection(tokens), token_lens, mowe
+        aux = None
+        if getattr(self.adapter, "returns_aux", False):
+            tokens, token_lens, aux = self.adapter(feats, adapter_lens)
+        else:
+            tokens, token_lens = self.adapter(feats, adapter_lens)
+        return self.projection(tokens), token_lens, mowe, aux
 
     # ----------------------------------------------------------------- text side
     def prompt_ids(self, instruction):
@@ -269,14 +285,17 @@ class AudioLLM(nn.Module):
         -------
         AudioLLMOutput
         """
-        audio, token_lens, mowe = self.encode_audio(wav, wav_lens)
+        audio, token_lens, mowe, aux = self.encode_audio_with_aux(wav, wav_lens)
         embeds, mask, labels = self.assemble(audio, token_lens, instructions, answers)
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        answer_tokens = int((labels != IGNORE_INDEX).sum())
+        adapter = {} if aux is None else {"adapter_loss": aux["balance_loss"],
+                                          "expert_counts": aux["expert_counts"]}
         if mowe is None:
             return AudioLLMOutput(out.loss, out.loss.new_zeros(()),
-                                  num_answer_tokens=int((labels != IGNORE_INDEX).sum()))
+                                  num_answer_tokens=answer_tokens, **adapter)
         return AudioLLMOutput(out.loss, mowe.loss, mowe.loss_parts, mowe.selected,
-                              int((labels != IGNORE_INDEX).sum()), mowe.calls)
+                              answer_tokens, mowe.calls, **adapter)
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()

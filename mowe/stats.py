@@ -61,3 +61,35 @@ class RoutingStatistics:
         return {task: {str(r): {str(e): c for e, c in sorted(enc.items())}
                        for r, enc in routers.items()}
                 for task, routers in sorted(self.counts.items())}
+
+
+class ExpertUsage:
+    """Audio tokens each MoE-adapter expert received, per task.
+
+    Example
+    -------
+    >>> usage = ExpertUsage()
+    >>> usage.update(["asr", "er"], torch.tensor([[3, 1], [0, 4]]))
+    >>> usage.shares("asr")
+    {0: 0.75, 1: 0.25}
+    """
+
+    def __init__(self):
+        self.counts = defaultdict(lambda: defaultdict(int))
+
+    def update(self, tasks, expert_counts):
+        """Add a batch: ``tasks`` (list of str) and ``expert_counts`` ``[B, E]``."""
+        for task, row in zip(tasks, torch.as_tensor(expert_counts).tolist()):
+            for expert, count in enumerate(row):
+                self.counts[task][expert] += int(count)
+
+    def shares(self, task):
+        """Expert -> share of ``task``'s routed tokens."""
+        counts = self.counts[task]
+        total = sum(counts.values())
+        return {e: c / total for e, c in sorted(counts.items())} if total else {}
+
+    def to_dict(self):
+        """task -> expert -> token count (JSON-ready)."""
+        return {task: {str(e): c for e, c in sorted(experts.items())}
+                for task, experts in sorted(self.counts.items())}

@@ -5,7 +5,11 @@ Usage: python recipes/report.py --exp exp/TAG --systems baseline mowe
 
 Reads ``exp/TAG/<system>/scores.json`` and ``exp/TAG/<system>/hyps.jsonl``; writes
 ``exp/TAG/RESULTS.md`` and ``exp/TAG/routing.png`` (share of each task's test clips the
-data-dependent router sends to each weak encoder, as in the paper's Fig. 2).
+data-dependent router sends to each weak encoder, as in the paper's Fig. 2; one
+``routing_<system>.png`` per further MoWE system). For a system with the MoE adapter,
+``<system>/expert_usage_valid.json`` (written in training) gives
+``exp/TAG/expert_usage_<system>.png``: the share of each task's audio tokens each expert
+received on the validation set.
 """
 
 import argparse
@@ -31,7 +35,18 @@ def routing_shares(hyp_file):
             for task, c in sorted(counts.items())}
 
 
-def plot_routing(shares, path):
+def expert_usage_shares(path):
+    """task -> {expert: share of its tokens} from an ``expert_usage_valid.json``."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        counts = json.load(handle)
+    return {task: {int(e): n / max(1, sum(experts.values())) for e, n in experts.items()}
+            for task, experts in sorted(counts.items())}
+
+
+def plot_routing(shares, path, title="Data-dependent router: encoder selected per task",
+                 label="weak encoder", ylabel="share of test clips"):
     """Grouped bars: per task, the share of clips routed to each weak encoder."""
     import matplotlib
 
@@ -45,11 +60,11 @@ def plot_routing(shares, path):
     for k, encoder in enumerate(encoders):
         axis.bar([t + k * width for t in range(len(tasks))],
                  [shares[task].get(encoder, 0.0) for task in tasks], width,
-                 label=f"weak encoder {encoder}")
+                 label=f"{label} {encoder}")
     axis.set_xticks([t + 0.4 - width / 2 for t in range(len(tasks))], [t.upper() for t in tasks])
-    axis.set_ylabel("share of test clips")
+    axis.set_ylabel(ylabel)
     axis.set_ylim(0, 1)
-    axis.set_title("Data-dependent router: encoder selected per task")
+    axis.set_title(title)
     axis.legend(fontsize=8, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -78,16 +93,29 @@ def main(argv=None):
              "(majority label for ER and AQA), the empty transcript for ASR. Metrics: "
              "`python -m mowe.scoring` (AudioBench-normalised WER, NLTK METEOR with "
              "AudioBench's parameters; every metric per system in `<system>/scores.md`)."]
+    first_routed = True
     for system in args.systems:
         shares = routing_shares(os.path.join(args.exp, system, "hyps.jsonl"))
         if shares:
-            png = os.path.join(args.exp, "routing.png")
+            name = "routing.png" if first_routed else f"routing_{system}.png"
+            first_routed = False
+            png = os.path.join(args.exp, name)
             plot_routing(shares, png)
             lines += ["", f"![routing]({os.path.basename(png)})", "",
                       f"Data-dependent routing of `{system}` on the test sets: " + "; ".join(
                           f"{task.upper()} " + ", ".join(f"E{e} {100 * s:.0f}%"
                                                          for e, s in share.items())
                           for task, share in shares.items())]
+        usage = expert_usage_shares(os.path.join(args.exp, system, "expert_usage_valid.json"))
+        if usage:
+            png = os.path.join(args.exp, f"expert_usage_{system}.png")
+            plot_routing(usage, png, title=f"MoE adapter of {system}: tokens per expert",
+                         label="expert", ylabel="share of validation tokens")
+            lines += ["", f"![expert usage]({os.path.basename(png)})", "",
+                      f"MoE-adapter experts of `{system}` (validation tokens): " + "; ".join(
+                          f"{task.upper()} " + ", ".join(f"X{e} {100 * s:.0f}%"
+                                                         for e, s in share.items())
+                          for task, share in usage.items())]
     results = os.path.join(args.exp, "RESULTS.md")
     with open(results, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -164,3 +164,104 @@ def test_opposite_targets_on_a_shared_weight_give_a_negative_cosine():
     tasks, matrix = cosine_matrix(gradients)
     cos = dict(zip(((a, b) for a in tasks for b in tasks), matrix.reshape(-1).tolist()))
     assert cos[("down", "up")] < -0.99 and cos[("up", "up_too")] > 0.9
+
+
+# ------------------------------------------------------------ in the AudioLLM
+@pytest.mark.parametrize("mixture", [True, False])
+def test_yaml_moe_adapter_trains_with_and_without_mowe(tiny_models, audio_batch, mixture):
+    from conftest import load_spec
+    from mowe.moe_adapter import MoEAdapter
+    from test_model import make_brain, padded_batch
+
+    torch.manual_seed(0)
+    extra = {} if mixture else {"mixture": None}
+    model = load_spec(tiny_models, adapter_kind="moe", num_routed_experts=3, **extra)["model"]
+    assert isinstance(model.adapter, MoEAdapter) and (model.mixture is not None) == mixture
+    wav, wav_lens, instructions, answers = audio_batch
+    out = model(wav, wav_lens, instructions, answers)
+    assert out.adapter_loss is not None and out.expert_counts.shape == (3, 3)
+    brain = make_brain(model, moe_balance_weight=0.5)
+    brain.init_optimizers()
+    gate_before = model.adapter.gate.weight.detach().clone()
+    loss = brain.fit_batch(padded_batch(audio_batch))
+    assert torch.isfinite(loss)
+    parts = brain.loss_parts[__import__("speechbrain").Stage.TRAIN].averages()
+    assert parts["moe_balance"] >= 1.0 - 1e-6  # E * sum f P >= 1
+    assert not torch.equal(gate_before, model.adapter.gate.weight)
+    usage = brain.expert_usage[__import__("speechbrain").Stage.TRAIN]
+    assert sorted(usage.counts) == ["aqa", "asr", "er"]
+
+
+def test_linear_adapter_has_no_balance_loss(tiny_models, audio_batch):
+    from conftest import load_spec
+
+    model = load_spec(tiny_models)["model"]
+    wav, wav_lens, instructions, answers = audio_batch
+    out = model(wav, wav_lens, instructions, answers)
+    assert out.adapter_loss is None and out.expert_counts is None
+
+
+def test_recipe_trains_decodes_and_diagnoses_the_moe_adapter(tmp_path):
+    """train.py / decode.py with adapter_kind moe on tiny models, then the gradient
+    conflict diagnostic on the trained checkpoint, for the MoE and the dense adapter."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile
+
+    from mowe.testing import make_tiny_llama, make_tiny_whisper
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = os.path.join(repo, "egs", "synthetic", "conf", "train.yaml")
+    pretrained = tmp_path / "pretrained"
+    make_tiny_whisper(str(pretrained / "whisper-tiny.en"))
+    make_tiny_llama(str(pretrained / "smollm2-135m-instruct"), initializer_range=0.3)
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    tasks = [("asr", "Transcribe.", "hello world"), ("er", "Emotion?", "happy"),
+             ("aqa", "How many beeps?", "two")]
+    for split, count in (("train", 6), ("valid", 6), ("test", 3)):
+        entries = {}
+        for index in range(count):
+            task, instruction, answer = tasks[index % 3]
+            wav = str(data / f"{split}_{index}.wav")
+            soundfile.write(wav, (0.1 * rng.standard_normal(4000)).astype("float32"), 16000)
+            entries[f"{split}_{index}"] = {"wav": wav, "duration": 0.25, "task": task,
+                                           "instruction": instruction, "answer": answer}
+        (data / f"{split}.json").write_text(json.dumps(entries))
+
+    def run(script, *args):
+        result = subprocess.run([sys.executable, *script, *map(str, args)], cwd=repo,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return result.stdout + result.stderr
+
+    for system, spec in (("moe", "{mixture: null, adapter_kind: moe}"),
+                         ("dense", "{mixture: null}")):
+        out = tmp_path / system
+        common = [config, f"--output_folder={out}", f"--data_folder={data}",
+                  f"--pretrained_dir={pretrained}", "--number_of_epochs=1", "--batch_size=2",
+                  "--global_batch_size=2", "--max_new_tokens=3", f"--spec={spec}"]
+        log = run([os.path.join(repo, "recipes", "train.py")], *common)
+        if system == "moe":
+            assert "moe_balance" in (out / "train_log.txt").read_text() + log
+            usage = json.loads((out / "expert_usage_valid.json").read_text())
+            assert sorted(usage) == ["aqa", "asr", "er"]
+            assert sum(sum(v.values()) for v in usage.values()) == 6 * 25  # tokens x top-1
+        run([os.path.join(repo, "recipes", "decode.py")], *common)
+        assert len((out / "hyps.jsonl").read_text().splitlines()) == 3
+        printed = run(["-m", "mowe.diagnostics", "grad_conflict", "--config", config,
+                       "--checkpoint", out / "save", "--batches_per_task", "1",
+                       "--batch_size", "2", *common[1:]])
+        record = json.loads((out / "grad_conflict.json").read_text())
+        assert record["tasks"] == ["aqa", "asr", "er"]
+        matrix = torch.tensor(record["cosine"])
+        torch.testing.assert_close(matrix, matrix.T)
+        assert matrix.diagonal().tolist() == [1.0, 1.0, 1.0]
+        assert (out / "grad_conflict.png").stat().st_size > 1000
+        kind = "MoEAdapter" if system == "moe" else "LinearDownsampleAdapter"
+        assert f"{kind} shared parameters" in printed
