@@ -6,6 +6,7 @@ import torch
 
 from mowe.adapters import LinearDownsampleAdapter
 from mowe.moe_adapter import MoEAdapter, parameter_counts, switch_balance_loss
+from test_resume import setup  # noqa: F401  (fixture: tiny models and data)
 
 
 def toy_adapter(**kwargs):
@@ -265,3 +266,28 @@ def test_recipe_trains_decodes_and_diagnoses_the_moe_adapter(tmp_path):
         assert (out / "grad_conflict.png").stat().st_size > 1000
         kind = "MoEAdapter" if system == "moe" else "LinearDownsampleAdapter"
         assert f"{kind} shared parameters" in printed
+
+
+def test_moe_adapter_trains_under_ddp_with_two_processes(setup, tmp_path):  # noqa: F811
+    """2 CPU processes (gloo) train the MoE adapter with MoWE: experts idle on one process
+    are allowed, every step is taken, the losses are finite and the checkpoint loads."""
+    import os
+    import subprocess
+    import sys
+
+    from test_resume import REPO, command, final_weights, trace
+
+    out = tmp_path / "ddp"
+    cmd = command("train.py", setup, out, "--number_of_epochs=1", "--batch_size=1",
+                  "--global_batch_size=2", "--ckpt_interval_steps=0",
+                  "--distributed_backend=gloo", "--spec={adapter_kind: moe}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node=2"] + cmd[1:]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [row["optimizer_step"] for row in trace(out)]
+    assert steps == list(range(1, 7))  # 12 clips / global batch 2
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in trace(out))
+    weights = final_weights(out)
+    assert any(key.startswith("adapter.routed.") for key in weights)
