@@ -56,6 +56,19 @@ class AudioLLMOutput:
     expert_counts: torch.Tensor = None
 
 
+def _takes_logits_to_keep(llm):
+    """Whether the causal LM behind ``llm`` accepts ``logits_to_keep`` (transformers'
+    way of projecting only some positions to the vocabulary)."""
+    import inspect
+
+    model = getattr(llm, "model", llm)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _build(component, **kwargs):
     """Instantiate a ``!name:`` partial from YAML, or pass a built module through."""
     if component is None or isinstance(component, nn.Module):
@@ -86,6 +99,12 @@ class AudioLLM(nn.Module):
         Every clip is cut to its first ``max_audio_seconds`` before any encoder sees it
         (paper: audio trimmed or padded to 30 s), in training, validation and decoding
         alike; None keeps whole clips.
+    answer_only_lm_head : bool
+        Project to the vocabulary only the positions that predict an answer token (the
+        span of answer positions of the batch) instead of every prompt and audio
+        position: the same loss and gradients (tested), less work — the LM head of a
+        small LLM is a large share of its cost. Needs an LLM whose forward takes
+        transformers' ``logits_to_keep``; otherwise the full head is used.
 
     Example
     -------
@@ -94,9 +113,11 @@ class AudioLLM(nn.Module):
     """
 
     def __init__(self, base_encoder, llm, adapter, mixture=None, system_prompt=None,
-                 audio_placeholder="<|mowe_audio|>", max_audio_seconds=None):
+                 audio_placeholder="<|mowe_audio|>", max_audio_seconds=None,
+                 answer_only_lm_head=True):
         super().__init__()
         self.max_audio_seconds = max_audio_seconds
+        self.answer_only_lm_head = answer_only_lm_head and _takes_logits_to_keep(llm)
         self.base_encoder = base_encoder
         self.mixture = _build(mixture, base_dim=base_encoder.output_dim)
         feature_dim = base_encoder.output_dim + (self.mixture.output_dim if self.mixture else 0)
@@ -287,15 +308,34 @@ class AudioLLM(nn.Module):
         """
         audio, token_lens, mowe, aux = self.encode_audio_with_aux(wav, wav_lens)
         embeds, mask, labels = self.assemble(audio, token_lens, instructions, answers)
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        next_token_loss = self.next_token_loss(embeds, mask, labels)
         answer_tokens = int((labels != IGNORE_INDEX).sum())
         adapter = {} if aux is None else {"adapter_loss": aux["balance_loss"],
                                           "expert_counts": aux["expert_counts"]}
         if mowe is None:
-            return AudioLLMOutput(out.loss, out.loss.new_zeros(()),
+            return AudioLLMOutput(next_token_loss, next_token_loss.new_zeros(()),
                                   num_answer_tokens=answer_tokens, **adapter)
-        return AudioLLMOutput(out.loss, mowe.loss, mowe.loss_parts, mowe.selected,
+        return AudioLLMOutput(next_token_loss, mowe.loss, mowe.loss_parts, mowe.selected,
                               answer_tokens, mowe.calls, **adapter)
+
+    def next_token_loss(self, embeds, mask, labels):
+        """Mean cross-entropy over the answer tokens (``labels`` not ``IGNORE_INDEX``).
+
+        With ``answer_only_lm_head`` the LLM's vocabulary projection runs only on the
+        positions ``start .. end`` that predict an answer token in some row of the batch
+        (position t predicts token t + 1); the loss is the same token mean as
+        transformers' causal-LM loss, computed in float32 as transformers does.
+        """
+        if not self.answer_only_lm_head:
+            return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        predicting = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+        start, end = int(predicting.min()), int(predicting.max()) + 1
+        keep = torch.arange(start, end, device=labels.device)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep,
+                          use_cache=False).logits
+        targets = labels[:, start + 1:end + 1]
+        return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                           targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()

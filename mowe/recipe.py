@@ -159,17 +159,23 @@ def load_recipe_hparams(argv):
     return hparams_file, run_opts, overrides, hparams
 
 
-def dataset(manifest, max_duration=None, trim_seconds=None):
+def dataset(manifest, max_duration=None, trim_seconds=None, tasks=None):
     """A dataset from ``manifest``, dropping (and counting) clips over ``max_duration``.
 
     With ``trim_seconds`` (the model's ``max_audio_seconds``) the clips longer than that
     are read only up to it and counted in the log: they are trimmed, not dropped.
+    ``tasks``: the task names entries may use (the hparams' ``tasks``; default the
+    toolkit's five). A manifest with bad entries ends the program with one line.
     """
-    from mowe.data import make_dataset, read_manifest
+    from mowe.data import ManifestError, make_dataset, read_manifest
+    from mowe.tasks import TASKS
 
-    data = make_dataset(manifest, trim_seconds=trim_seconds)
+    try:
+        data = make_dataset(manifest, trim_seconds=trim_seconds, tasks=tuple(tasks or TASKS))
+    except ManifestError as error:
+        sys.exit(f"error: {error}")
     if trim_seconds:
-        entries = read_manifest(manifest)
+        entries = read_manifest(manifest, tuple(tasks or TASKS))
         longer = sum(float(e["duration"]) > trim_seconds for e in entries.values()
                      if not max_duration or float(e["duration"]) <= max_duration)
         if longer:
@@ -177,7 +183,7 @@ def dataset(manifest, max_duration=None, trim_seconds=None):
                            "their first %.1f s", manifest, longer, len(entries),
                            trim_seconds, trim_seconds)
     if max_duration:
-        total = len(read_manifest(manifest))
+        total = len(read_manifest(manifest, tuple(tasks or TASKS)))
         data = data.filtered_sorted(key_max_value={"duration": max_duration})
         if len(data) < total:
             logger.warning("%s: skipped %d of %d clips longer than %.1f s", manifest,

@@ -130,7 +130,9 @@ def main(argv=None):
         run_opts={"device": "cpu"},
         checkpointer=checkpointer,
     )
-    train, test = make_dataset(train_manifest), make_dataset(test_manifest)
+    tasks = ("pitch", "count")  # this check's own two tasks
+    train = make_dataset(train_manifest, tasks=tasks)
+    test = make_dataset(test_manifest, tasks=tasks)
     brain.fit(sb.utils.epoch_loop.EpochCounter(args.epochs), train, test,
               train_loader_kwargs={"batch_size": 8, "shuffle": True},
               valid_loader_kwargs={"batch_size": 8})

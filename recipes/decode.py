@@ -159,7 +159,8 @@ def main(argv):
     done = finished_ids(hyp_file)
     routers = model.mixture.router_kinds if model.mixture is not None else []
     test = dataset(hparams["test_manifest"],
-                   trim_seconds=getattr(model, "max_audio_seconds", None))
+                   trim_seconds=getattr(model, "max_audio_seconds", None),
+                   tasks=hparams.get("tasks"))
     wanted = sorted(test.data_ids)
     if shard:
         wanted = wanted[shard[0] - 1::shard[1]]

@@ -107,8 +107,9 @@ def main(argv):
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=hparams_file, overrides=overrides)
     trim = getattr(hparams["model"], "max_audio_seconds", None)  # the model cuts clips
-    train = dataset(hparams["train_manifest"], hparams.get("max_duration"), trim)
-    valid = dataset(hparams["valid_manifest"], hparams.get("max_duration"), trim)
+    tasks = hparams.get("tasks")  # optional: a recipe's own task names
+    train = dataset(hparams["train_manifest"], hparams.get("max_duration"), trim, tasks)
+    valid = dataset(hparams["valid_manifest"], hparams.get("max_duration"), trim, tasks)
     batches_per_epoch = math.ceil(len(train) / (hparams["batch_size"] * world_size))
     # SpeechBrain steps the optimizer every grad_accumulation_factor batches (a trailing
     # partial accumulation is not stepped)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mowe.data import AudioError, ManifestError, load_audio
 from mowe.data.manifest import load_manifest_entries
+from mowe.tasks import TASKS
 
 logger = logging.getLogger("mowe.validate")
 
@@ -94,6 +95,8 @@ def main(argv=None):
                         help="allowed difference between a clip's length and its manifest "
                              "duration, in seconds (or 1%% of the clip, the larger; "
                              "default 0.1)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS),
+                        help=f"task names entries may use (default: {' '.join(TASKS)})")
     parser.add_argument("--trim_seconds", type=float, default=None,
                         help="count (and list) the clips longer than this: trimmed")
     args = parser.parse_args(argv)
@@ -103,7 +106,7 @@ def main(argv=None):
     report = {}
     for manifest in args.manifests:
         try:
-            entries, skipped = load_manifest_entries(manifest)
+            entries, skipped = load_manifest_entries(manifest, tuple(args.tasks))
         except ManifestError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -216,3 +216,29 @@ def test_brain_mixed_precision_step(tiny_models, audio_batch):
     loss = brain.fit_batch(padded_batch(audio_batch))
     assert torch.isfinite(loss)
     assert not torch.equal(before, model.projection.weight), "the optimizer stepped"
+
+
+def test_answer_only_lm_head_gives_the_full_heads_loss_and_gradients(tiny_models,
+                                                                      audio_batch):
+    """The vocabulary projection on answer positions only (the default) against the
+    full head through transformers' own loss: same loss, same gradients."""
+    torch.manual_seed(0)
+    model = load_spec(tiny_models)["model"]
+    model.eval()  # no dropout: both passes see the same network
+    assert model.answer_only_lm_head
+    wav, wav_lens, instructions, answers = audio_batch
+    answers = ["a much longer answer than the others", "joy", "three"]  # ragged spans
+    results = []
+    for answer_only in (True, False):
+        model.answer_only_lm_head = answer_only
+        model.zero_grad()
+        loss = model(wav, wav_lens, instructions, answers).next_token_loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()
+                 if p.grad is not None}
+        results.append((loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)

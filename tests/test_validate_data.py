@@ -11,6 +11,7 @@ import pytest
 import soundfile
 
 from mowe.data import ManifestError, read_manifest
+from test_resume import setup  # noqa: F401  (fixture: tiny pretrained models)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "recipes", "validate_data.py")
@@ -142,3 +143,28 @@ def test_nonfinite_audio_is_skipped_by_validation(tmp_path, capsys):
     code, output = validate_in_process(capsys, "--manifests", manifest, "--out_dir",
                                        tmp_path / "clean")
     assert code == 0 and "kept 1, skipped 1 (NaN or infinite: 1)" in output
+
+
+def test_a_recipe_with_its_own_tasks_names_them(tmp_path, clip, capsys):
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps({"a": good_entry(clip, task="pitch"),
+                                    "b": good_entry(clip, task="dance")}))
+    code, output = validate_in_process(capsys, "--manifests", manifest, "--out_dir",
+                                       tmp_path / "clean", "--tasks", "pitch", "count")
+    assert code == 0 and "kept 1, skipped 1 (unknown task: 1)" in output
+    assert list(read_manifest(str(manifest.parent / "clean" / "train.json"),
+                              tasks=("pitch",))) == ["a"]
+
+
+def test_train_refuses_a_bad_manifest_in_one_line(tmp_path, clip, setup):  # noqa: F811
+    pretrained = setup[1]
+    (tmp_path / "train.json").write_text(json.dumps({"a": good_entry(clip, answer=42)}))
+    (tmp_path / "valid.json").write_text(json.dumps({"b": good_entry(clip)}))
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "recipes", "train.py"),
+         os.path.join(REPO, "egs", "synthetic", "conf", "train.yaml"),
+         f"--output_folder={tmp_path}/exp", f"--data_folder={tmp_path}",
+         f"--pretrained_dir={pretrained}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "a: answer: not a string (42)" in result.stderr.strip().splitlines()[-1]

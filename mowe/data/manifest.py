@@ -32,12 +32,12 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def entry_problems(entry):
+def entry_problems(entry, tasks=TASKS):
     """What is wrong with one manifest entry, as ``"field: reason"`` strings.
 
     Checks presence and type of every field training and decoding read: ``wav`` a
-    non-empty string, ``duration`` a finite positive number, ``task`` one of
-    :data:`mowe.tasks.TASKS`, ``instruction`` and ``answer`` non-empty strings,
+    non-empty string, ``duration`` a finite positive number, ``task`` one of ``tasks``
+    (default :data:`mowe.tasks.TASKS`; a recipe with tasks of its own passes them), ``instruction`` and ``answer`` non-empty strings,
     optional ``start``/``stop`` numbers with ``0 <= start < stop``.
 
     Example
@@ -65,9 +65,9 @@ def entry_problems(entry):
             problems.append(f"duration: not a number ({shown(value)})")
         elif not math.isfinite(value) or value <= 0:
             problems.append(f"duration: must be a positive number of seconds, not {value}")
-    if "task" in entry and entry["task"] not in TASKS:
+    if "task" in entry and entry["task"] not in tasks:
         problems.append(f"task: unknown task {shown(entry['task'])} "
-                        f"(known: {', '.join(TASKS)})")
+                        f"(known: {', '.join(tasks)})")
     bounds = {}
     for field in ("start", "stop"):
         value = entry.get(field)
@@ -83,7 +83,7 @@ def entry_problems(entry):
     return problems
 
 
-def load_manifest_entries(path):
+def load_manifest_entries(path, tasks=TASKS):
     """Entries of a manifest file, checked one by one.
 
     Returns
@@ -125,7 +125,7 @@ def load_manifest_entries(path):
             problems[f"{key} (occurrence {seen[key]})"] = (
                 "duplicate id: an earlier entry has the same id (kept the first)")
             continue
-        reasons = entry_problems(entry)
+        reasons = entry_problems(entry, tasks)
         if reasons:
             problems[key] = "; ".join(reasons)
         else:
@@ -133,7 +133,7 @@ def load_manifest_entries(path):
     return entries, problems
 
 
-def read_manifest(path):
+def read_manifest(path, tasks=TASKS):
     """Load and validate a manifest; return the ``{id: entry}`` dict.
 
     Every entry must pass :func:`entry_problems` and ids must be unique; run
@@ -145,7 +145,7 @@ def read_manifest(path):
         Missing file, invalid JSON, duplicate ids, or entries with missing or ill-typed
         fields (the first few are named with their field).
     """
-    entries, problems = load_manifest_entries(path)
+    entries, problems = load_manifest_entries(path, tasks)
     if problems:
         shown = "; ".join(f"{key}: {reason}" for key, reason in list(problems.items())[:5])
         raise ManifestError(f"manifest {path}: {len(problems)} bad entries ({shown}); "
@@ -153,7 +153,7 @@ def read_manifest(path):
     return entries
 
 
-def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None):
+def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None, tasks=TASKS):
     """A SpeechBrain ``DynamicItemDataset`` giving ``id, sig, task, instruction, answer``.
 
     ``sig`` is the waveform, or the :class:`~mowe.data.AudioError` of a clip that cannot
@@ -170,12 +170,14 @@ def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None):
         Audio is resampled to this rate.
     trim_seconds : float, optional
         Read at most this many seconds of each clip (from its ``start``).
+    tasks : tuple of str
+        The task names entries may use (default: the toolkit's five).
     """
     import speechbrain as sb
 
     from mowe.data.audio import AudioError, load_audio
 
-    read_manifest(path)
+    read_manifest(path, tasks)
     data = sb.dataio.dataio.load_data_json(path, replacements=replacements or {})
     # "start"/"stop" are optional: give every entry the keys so the pipeline can take them.
     for entry in data.values():
