@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 
 import numpy as np
@@ -55,13 +56,27 @@ def safe_load(path):
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise CheckpointFormatError(f"cannot read checkpoint file {path}: "
+                                    f"{error.strerror or error}") from error
     except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError...
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointFormatError(
-            f"{path}: refused to load (not a tensors-only checkpoint file: {first[:200]}); "
-            "if it comes from an older MoWE version or an unknown source, delete the "
-            "checkpoint folder to resume from an earlier checkpoint, or the file itself to "
-            "resume without it") from error
+            f"{path}: refused to load ({_refusal_reason(error)}): it is not a tensors-only "
+            f"file as this MoWE version writes; if it comes from an older version or an "
+            f"unknown source, remove its checkpoint folder {os.path.dirname(str(path))} to "
+            "resume from an earlier checkpoint (or start over)") from error
+
+
+def _refusal_reason(error):
+    """A short reason from torch's (long, multi-line) weights-only error."""
+    text = str(error)
+    match = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", text)
+    if match:
+        return f"it would call {match.group(1)} when unpickled"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if "Weights only load failed" in first or not first:
+        return f"not loadable with weights_only=True: {type(error).__name__}"
+    return f"{type(error).__name__}: {first[:160]}"
 
 
 def _generator_state_to_tensors(state):
@@ -143,8 +158,8 @@ class RandomStates:
             state = _generator_state_from_tensors(saved)
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise CheckpointFormatError(f"{own}: not a generator-state file of this MoWE "
-                                        f"version ({error!r}); delete it to resume without "
-                                        "it") from error
+                                        f"version ({error!r}); remove its checkpoint folder "
+                                        "to resume from an earlier checkpoint") from error
         self.pending = (state, bool(end_of_epoch))
 
     def apply_pending(self, at_epoch_start):
@@ -188,8 +203,8 @@ class TrainingStatistics:
             self.brain.resumed_train_stats = statistics_from_dict(state)
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise CheckpointFormatError(f"{path}: not a training-statistics file of this "
-                                        f"MoWE version ({error!r}); delete it to resume "
-                                        "without it") from error
+                                        f"MoWE version ({error!r}); remove its checkpoint "
+                                        "folder to resume from an earlier checkpoint") from error
 
 
 def statistics_from_dict(state):

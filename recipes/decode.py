@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from mowe.atomic import OutputPathError, check_writable, write_text_atomic
 from mowe.recipe import dataset, load_recipe_hparams
-from mowe.resume import EXIT_PREEMPTED, PreemptionFlag
+from mowe.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
 
 logger = logging.getLogger("mowe.decode")
 
@@ -123,11 +123,11 @@ def merge_shards(hyp_file, count, test_manifest):
 
 
 def main(argv):
-    """Decode (or merge shards); an output path that cannot be written ends with one
-    ``error:`` line naming it."""
+    """Decode (or merge shards); an output path that cannot be written, or a checkpoint
+    file refused by :func:`mowe.resume.safe_load`, ends with one ``error:`` line."""
     try:
         return decode(argv)
-    except OutputPathError as error:
+    except (OutputPathError, CheckpointFormatError) as error:
         sys.exit(f"error: {error}")
 
 
