@@ -40,7 +40,8 @@ import speechbrain as sb
 import torch
 
 from mowe.data.collate import SkipUnreadableClips
-from mowe.resume import EXIT_PREEMPTED, PreemptionFlag, RandomStates, TrainingStatistics
+from mowe.resume import (EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag, RandomStates,
+                         TrainingStatistics, truncate_loss_trace)
 from mowe.stats import ExpertUsage, LossPartsTracker, RoutingStatistics
 
 logger = logging.getLogger(__name__)
@@ -82,12 +83,23 @@ class MoWEBrain(sb.Brain):
             self.checkpointer.add_recoverable("training_statistics", TrainingStatistics(self))
 
     def fit(self, *args, **kwargs):
-        """The parent's fit, with SIGTERM/SIGUSR1 turned into checkpoint-and-exit."""
+        """The parent's fit, with SIGTERM/SIGUSR1 turned into checkpoint-and-exit, and a
+        checkpoint file refused by :func:`mowe.resume.safe_load` into one error line."""
         self.preemption.install()
         try:
             return super().fit(*args, **kwargs)
+        except CheckpointFormatError as error:
+            raise SystemExit(f"error: {error}") from error
         finally:
             self.preemption.uninstall()
+
+    def on_fit_start(self):
+        """The parent's start (which recovers the newest checkpoint); then the loss trace
+        loses the steps after the checkpoint's, which this run redoes."""
+        super().on_fit_start()
+        trace = getattr(self.hparams, "loss_trace_file", None)
+        if trace and sb.utils.distributed.if_main_process():
+            truncate_loss_trace(trace, self.optimizer_step)
 
     def _preemption_requested(self):
         """Whether any process received SIGTERM/SIGUSR1 (agreed by all DDP processes,

@@ -6,6 +6,11 @@ killer, node failure) leaves a checkpoint that looks complete but holds a trunca
 file, and the next run fails to recover from it. Here ``CKPT.yaml`` is written last,
 atomically (temporary file, fsync, rename); folders left incomplete by an interrupted
 save are ignored by SpeechBrain's listing and removed at the next save.
+
+Every file of a checkpoint is loaded with ``torch.load(weights_only=True)``: SpeechBrain's
+default loader for modules, optimizers, schedulers and grad scalers
+(``torch_recovery``) is replaced by :func:`safe_torch_recovery`, so a crafted file in
+an experiment folder is refused instead of run, whatever torch's default is.
 """
 
 import logging
@@ -14,15 +19,44 @@ import shutil
 import time
 
 import yaml
-from speechbrain.utils.checkpoints import CKPT_PREFIX, METAFNAME, Checkpointer
+from speechbrain.utils.checkpoints import (CKPT_PREFIX, DEFAULT_LOAD_HOOKS, METAFNAME,
+                                           Checkpointer, get_default_hook,
+                                           hook_on_loading_state_dict_checkpoint,
+                                           torch_recovery)
 
 logger = logging.getLogger(__name__)
 
 
+def safe_torch_recovery(obj, path, end_of_epoch):
+    """SpeechBrain's ``torch_recovery`` with ``weights_only=True`` (see
+    :func:`mowe.resume.safe_load`): load a state dict into ``obj``."""
+    from mowe.resume import safe_load
+
+    del end_of_epoch
+    state = hook_on_loading_state_dict_checkpoint(safe_load(path))
+    try:
+        obj.load_state_dict(state, strict=True)
+    except TypeError:  # optimizers and schedulers take no ``strict``
+        obj.load_state_dict(state)
+
+
 class AtomicCheckpointer(Checkpointer):
-    """:class:`speechbrain.utils.checkpoints.Checkpointer` with atomic checkpoints."""
+    """:class:`speechbrain.utils.checkpoints.Checkpointer` with atomic checkpoints,
+    loaded with ``weights_only=True``."""
 
     _pending_meta = None
+
+    def _call_load_hooks(self, checkpoint):
+        safe = [name for name, obj in self.recoverables.items()
+                if name not in self.custom_load_hooks
+                and get_default_hook(obj, DEFAULT_LOAD_HOOKS) is torch_recovery]
+        for name in safe:
+            self.custom_load_hooks[name] = safe_torch_recovery
+        try:
+            return super()._call_load_hooks(checkpoint)
+        finally:
+            for name in safe:
+                del self.custom_load_hooks[name]
 
     def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):
         meta = {"unixtime": time.time(), "end-of-epoch": end_of_epoch}

@@ -152,7 +152,9 @@ class AudioLLM(nn.Module):
     @mark_as_loader
     def load_checkpoint(self, path, end_of_epoch=False):
         """Load a checkpoint written by :meth:`save_checkpoint`, checking its keys."""
-        state = torch.load(path, map_location="cpu")
+        from mowe.resume import safe_load
+
+        state = safe_load(path)  # weights_only=True: a crafted file cannot run code
         hint = "(was it trained with another encoder/mixture/adapter configuration?)"
         try:
             missing, unexpected = self.load_state_dict(state, strict=False)

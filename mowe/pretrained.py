@@ -76,9 +76,8 @@ def _is_done(out_dir, source_hash):
     record = os.path.join(out_dir, PROVENANCE)
     if not os.path.isfile(record):
         return False
-    with open(record, encoding="utf-8") as handle:
-        provenance = json.load(handle)
-    if provenance.get("source_sha256") != source_hash:
+    provenance = _read_provenance(record)
+    if provenance is None or provenance.get("source_sha256") != source_hash:
         return False
     for name, expected in provenance.get("files", {}).items():
         path = os.path.join(out_dir, name)
@@ -86,6 +85,26 @@ def _is_done(out_dir, source_hash):
             logger.warning("%s changed since conversion; converting again", path)
             return False
     return True
+
+
+def _read_provenance(record):
+    """The fingerprint record of a conversion, or None (with a warning) if it is corrupt:
+    not UTF-8 JSON, not an object, or its ``files`` not a map of plain file names to
+    hashes. The conversion is then redone."""
+    try:
+        with open(record, encoding="utf-8") as handle:
+            provenance = json.load(handle)
+        files = provenance.get("files", {}) if isinstance(provenance, dict) else None
+        if not isinstance(files, dict) or not all(
+                isinstance(name, str) and isinstance(digest, str)
+                and name == os.path.basename(name) and name not in ("", ".", "..")
+                for name, digest in files.items()):
+            raise ValueError("expected an object with a 'files' map of file names to hashes")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        logger.warning("%s is corrupt (%s); converting again", record,
+                       str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return None
+    return provenance
 
 
 def _finish(tmp_dir, out_dir, source, source_hash):

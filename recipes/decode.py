@@ -27,8 +27,9 @@ import sys
 import torch
 from tqdm import tqdm
 
+from mowe.atomic import OutputPathError, check_writable, write_text_atomic
 from mowe.recipe import dataset, load_recipe_hparams
-from mowe.resume import EXIT_PREEMPTED, PreemptionFlag
+from mowe.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
 
 logger = logging.getLogger("mowe.decode")
 
@@ -46,10 +47,7 @@ def finished_ids(path):
                 good.append(line)
             except (json.JSONDecodeError, KeyError):
                 logger.warning("dropping an incomplete line of %s", path)
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.writelines(good)
-    os.replace(partial, path)
+    write_text_atomic(path, "".join(good))
     return done
 
 
@@ -68,9 +66,7 @@ def check_checkpoint_stamp(hyp_file, checkpoint_path):
         logger.warning("%s was decoded with %s, not %s: moved to %s.stale, decoding anew",
                        hyp_file, previous, current, hyp_file)
         os.replace(hyp_file, hyp_file + ".stale")
-    with open(stamp + ".partial", "w", encoding="utf-8") as handle:
-        handle.write(current + "\n")
-    os.replace(stamp + ".partial", stamp)
+    write_text_atomic(stamp, current + "\n")
     return stale
 
 
@@ -121,15 +117,21 @@ def merge_shards(hyp_file, count, test_manifest):
     if missing:
         sys.exit(f"error: {len(missing)} test utterances not decoded (e.g. "
                  f"{sorted(missing)[0]}): rerun the decode jobs")
-    partial = hyp_file + ".partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.writelines(rows)
-    os.replace(partial, hyp_file)
+    write_text_atomic(hyp_file, "".join(rows))
     logger.info("merged %d shards (%d utterances) into %s", count, len(rows), hyp_file)
     return 0
 
 
 def main(argv):
+    """Decode (or merge shards); an output path that cannot be written, or a checkpoint
+    file refused by :func:`mowe.resume.safe_load`, ends with one ``error:`` line."""
+    try:
+        return decode(argv)
+    except (OutputPathError, CheckpointFormatError) as error:
+        sys.exit(f"error: {error}")
+
+
+def decode(argv):
     if any(arg in ("-h", "--help") for arg in argv):
         print(__doc__)
         return 0
@@ -142,6 +144,7 @@ def main(argv):
         hyp_file, manifest = pop_option(argv, "hyp_file"), pop_option(argv, "test_manifest")
         if not hyp_file or not manifest:
             sys.exit("error: --merge_shards needs --hyp_file and --test_manifest")
+        check_writable(hyp_file)
         return merge_shards(hyp_file, int(merge), manifest)
     shard = pop_option(argv, "shard")
     shard = parse_shard(shard) if shard else None
@@ -154,6 +157,7 @@ def main(argv):
     hyp_file = hparams["hyp_file"]
     if shard:
         hyp_file = shard_file(hyp_file, *shard)
+    check_writable(hyp_file)
     os.makedirs(os.path.dirname(os.path.abspath(hyp_file)), exist_ok=True)
     check_checkpoint_stamp(hyp_file, checkpoint.path)
     done = finished_ids(hyp_file)

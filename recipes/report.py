@@ -18,6 +18,7 @@ import os
 import sys
 from collections import Counter, defaultdict
 
+from mowe.atomic import OutputPathError, write_text_atomic
 from mowe.scoring.report import comparison_table
 
 
@@ -117,8 +118,10 @@ def main(argv=None):
                                                          for e, s in share.items())
                           for task, share in usage.items())]
     results = os.path.join(args.exp, "RESULTS.md")
-    with open(results, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+    try:
+        write_text_atomic(results, "\n".join(lines) + "\n")
+    except OutputPathError as error:
+        sys.exit(f"error: {error}")
     print("\n".join(lines))
     print(f"\nRESULTS: {results}")
     return 0

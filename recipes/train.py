@@ -66,7 +66,12 @@ def initialise_from(model, folder, own_checkpointer):
     source = Checkpointer(folder, recoverables={"model": model})
     if source.find_checkpoint() is None:
         sys.exit(f"error: init_from folder {folder} holds no checkpoint")
-    checkpoint = source.recover_if_possible()
+    from mowe.resume import CheckpointFormatError
+
+    try:
+        checkpoint = source.recover_if_possible()
+    except CheckpointFormatError as error:
+        sys.exit(f"error: init_from: {error}")
     logger.info("initialised the model from %s", checkpoint.path)
 
 

@@ -172,7 +172,7 @@ def test_brain_fit_logs_parts_routing_and_saves_small_checkpoints(tiny_models, t
     assert set(routing) == {"asr", "er"}
     assert sum(routing["asr"]["1"].values()) == 2 and sum(routing["er"]["1"].values()) == 2
     checkpoint = brain.checkpointer.find_checkpoint()
-    saved = torch.load(os.path.join(checkpoint.path, "model.ckpt"))
+    saved = torch.load(os.path.join(checkpoint.path, "model.ckpt"), weights_only=True)
     assert any("lora_" in key for key in saved)
     assert not any(key.startswith("llm.") and "lora_" not in key for key in saved)
     # The checkpoint restores the trained weights into a fresh model.

@@ -302,3 +302,41 @@ def test_offline_yaml_builds_the_model_on_the_converted_dirs(converted, tiny_mod
         swapped = load_hyperpyyaml(handle, {"pretrained_dir": out,
                                             "llm_source": tiny_models["llama"]})["model"]
     assert swapped.llm.hidden_size == 64
+
+
+@pytest.mark.parametrize("corrupt", [
+    b"{\"source_sha256\": \"ab",                         # cut off mid-write
+    b"\xff\xfe not utf-8",
+    b"[1, 2, 3]",                                        # JSON, not an object
+    b'{"source_sha256": "x", "files": ["model.safetensors"]}',
+    b'{"source_sha256": "x", "files": {"../../etc/passwd": "00"}}',
+])
+def test_corrupt_provenance_is_reported_and_converted_again(tmp_path, caplog, corrupt):
+    """A damaged ``mowe_provenance.json`` in a provisioned folder: a warning naming it,
+    then a fresh conversion (not a traceback)."""
+    import json
+    import logging
+
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51864, d_model=16, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2,
+                           encoder_ffn_dim=16, decoder_ffn_dim=16, num_mel_bins=80,
+                           max_source_positions=1500, max_target_positions=16)
+    source = tmp_path / "ct2"
+    source.mkdir()
+    write_ct2(source / "model.bin", hf_whisper_to_ct2(WhisperForConditionalGeneration(config)))
+    shutil.copy(os.path.join(ct2_source_dir(), "tokenizer.json"), source / "tokenizer.json")
+    argv = ["--out", str(tmp_path / "out"), "--ct2_dir", str(source), "--only", "whisper"]
+    assert main(argv) == 0
+    record = tmp_path / "out" / WHISPER_DIRNAME / "mowe_provenance.json"
+    good = json.loads(record.read_text())
+    record.write_bytes(corrupt)
+    caplog.set_level(logging.INFO, logger="mowe.pretrained")
+    assert main(argv) == 0
+    assert f"{record} is corrupt" in caplog.text and "converting again" in caplog.text
+    assert json.loads(record.read_text()) == good  # converted again, fingerprints recorded
+    caplog.clear()
+    assert main(argv) == 0
+    assert "already converted and verified" in caplog.text

@@ -82,7 +82,7 @@ def run_until(cmd, out, steps, sig, timeout=300):
 def final_weights(out):
     save = os.path.join(out, "save")
     newest = sorted(d for d in os.listdir(save) if d.startswith("CKPT"))[-1]
-    return torch.load(os.path.join(save, newest, "model.ckpt"), weights_only=False)
+    return torch.load(os.path.join(save, newest, "model.ckpt"), weights_only=True)
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(setup, tmp_path):
@@ -97,12 +97,19 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(setup, tmp_path):
     code, _ = run_until(command("train.py", setup, killed), killed, 8, signal.SIGKILL)
     assert code == -signal.SIGKILL
     before = [row["optimizer_step"] for row in trace(killed)]
+    # as if the kill came after tracing a step but before checkpointing it (and cut the
+    # next line in half): that step is redone on resume and must not be traced twice
+    with open(killed / "loss_trace.jsonl", "a") as handle:
+        handle.write(json.dumps({"optimizer_step": before[-1] + 1, "epoch": 2,
+                                 "loss": 0.0}) + '\n{"optimizer_st')
     result = subprocess.run(command("train.py", setup, killed), capture_output=True,
                             text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     after = [row["optimizer_step"] for row in trace(killed)][len(before):]
     # the step counter continues from the last checkpoint (at most one step is redone)
     assert after and after[0] >= before[-1] and after[-1] == 12
+    # the trace holds every step exactly once, as an uninterrupted run's does
+    assert [row["optimizer_step"] for row in trace(killed)] == list(range(1, 13))
     reference_weights, resumed_weights = final_weights(reference), final_weights(killed)
     assert reference_weights.keys() == resumed_weights.keys()
     for key, value in reference_weights.items():
@@ -112,6 +119,34 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_weights(setup, tmp_path):
     reference_loss = {row["optimizer_step"]: row["loss"] for row in trace(reference)}
     for row in trace(killed)[len(before):]:
         assert row["loss"] == pytest.approx(reference_loss[row["optimizer_step"]], abs=1e-5)
+
+
+def test_crafted_checkpoint_file_does_not_run_on_resume(setup, tmp_path):
+    """A pickle planted in an experiment folder is refused with one error line; the code
+    it carries never runs."""
+    out = tmp_path / "planted"
+    cmd = command("train.py", setup, out, "--ckpt_interval_steps=0")
+    code, output = run_until(cmd, out, 2, signal.SIGTERM)  # one intra-epoch checkpoint,
+    assert code == 75, output[-3000:]  # whose files are all loaded on resume
+    save = out / "save"
+    newest = sorted(d for d in os.listdir(save) if d.startswith("CKPT"))[-1]
+    marker = tmp_path / "code_ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name in ("random_states.ckpt", "training_statistics.ckpt"):
+        planted = save / newest / name
+        original = planted.read_bytes()
+        torch.save({"torch": RunsCode(), "sums": RunsCode()}, str(planted))
+        result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode != 0
+        assert not marker.exists(), name
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and str(planted) in errors[0] and "refused" in errors[0]
+        assert "Traceback" not in result.stderr
+        planted.write_bytes(original)
 
 
 def test_sigterm_checkpoints_before_exit(setup, tmp_path):

@@ -235,6 +235,110 @@ def test_score_cli_bad_input(tmp_path, content, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def run_score(hyp_file, out_dir, *extra):
+    return subprocess.run([PYTHON, "-m", "mowe.scoring", "score", "--hyp_file", str(hyp_file),
+                           "--out_dir", str(out_dir), "--no_java_meteor", *extra],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+GOOD_ROW = {"id": "ok", "task": "asr", "instruction": "Transcribe.", "hyp": "a b",
+            "ref": "a b"}
+
+
+def test_score_cli_unknown_task_warns_and_lists_known_tasks(tmp_path):
+    write_hyps(tmp_path / "h.jsonl", [GOOD_ROW, {"id": "x1", "task": "xyz", "hyp": "a",
+                                                 "ref": "b"}])
+    result = run_score(tmp_path / "h.jsonl", tmp_path / "s")
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if "'xyz'" in line]
+    assert warning and "not a known task" in warning[0]
+    assert "known: ac, aqa, asr, er, sqa" in warning[0]
+    assert "unknown task" in next(line for line in result.stdout.splitlines()
+                                  if line.startswith("xyz"))
+    assert "'asr'" not in result.stderr  # known tasks are not warned about
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"id": "u", "task": "asr", "hyp": "a", "ref": None}, "field 'ref'"),
+    ({"id": "u", "task": "ASR", "hyp": "a", "ref": "  "}, "field 'ref' is empty"),
+    ({"id": "u", "task": "sqa", "hyp": "a", "ref": 42}, "field 'ref' must be a string"),
+    ({"id": "u", "task": "ac", "hyp": "a", "ref": []}, "field 'ref' must be a string"),
+    ({"id": "u", "task": "ac", "hyp": "a", "ref": ["x", 1]}, "field 'ref' must be"),
+    ({"id": ["u"], "task": "asr", "hyp": "a", "ref": "a"}, "field 'id' must be a string"),
+    ({"id": "u", "task": None, "hyp": "a", "ref": "a"}, "field 'task'"),
+    ({"id": "u", "task": "asr", "hyp": {"t": 1}, "ref": "a"}, "field 'hyp'"),
+    ({"id": "u", "task": "er", "instruction": 3, "hyp": "a", "ref": "a"},
+     "field 'instruction'"),
+])
+def test_score_cli_ill_typed_field_names_file_line_and_field(tmp_path, row, message):
+    write_hyps(tmp_path / "h.jsonl", [GOOD_ROW, row])
+    result = run_score(tmp_path / "h.jsonl", tmp_path / "s")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
+    assert f"{tmp_path / 'h.jsonl'}:2: {message}" in result.stderr
+
+
+def test_score_cli_non_utf8_file_names_file_and_line(tmp_path):
+    (tmp_path / "h.jsonl").write_bytes(json.dumps(GOOD_ROW).encode() + b"\n"
+                                       + b'{"id": "u", "task": "asr", "hyp": "\xff\xfe", '
+                                         b'"ref": "a"}\n')
+    result = run_score(tmp_path / "h.jsonl", tmp_path / "s")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"{tmp_path / 'h.jsonl'}:2: not UTF-8" in result.stderr
+
+
+def _chattr(flag, path):
+    try:
+        return subprocess.run(["chattr", flag, str(path)], capture_output=True,
+                              timeout=10).returncode == 0
+    except OSError:
+        return False
+
+
+def assert_one_line_error(result, path):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"cannot write {path}" in result.stderr
+
+
+def test_score_cli_unwritable_outputs_name_the_path_and_leave_no_partial(tmp_path):
+    write_hyps(tmp_path / "h.jsonl", [GOOD_ROW])
+    out = tmp_path / "s"
+    (out / "scores.json").mkdir(parents=True)  # a directory named scores.json
+    result = run_score(tmp_path / "h.jsonl", out)
+    assert_one_line_error(result, out / "scores.json")
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+
+    # aggregate --out naming a directory
+    good = tmp_path / "good"
+    assert run_score(tmp_path / "h.jsonl", good).returncode == 0
+    (tmp_path / "R.md").mkdir()
+    result = subprocess.run([PYTHON, "-m", "mowe.scoring", "aggregate", str(good), "--out",
+                             str(tmp_path / "R.md")], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert_one_line_error(result, tmp_path / "R.md")
+    assert not (tmp_path / "R.md.partial").exists()
+
+
+def test_score_cli_immutable_output_names_the_path_and_leaves_no_partial(tmp_path):
+    write_hyps(tmp_path / "h.jsonl", [GOOD_ROW])
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "scores.json").write_text("{}")
+    if not _chattr("+i", out / "scores.json"):
+        pytest.skip("chattr +i is not available here (needs root and a supporting fs)")
+    try:
+        result = run_score(tmp_path / "h.jsonl", out)
+    finally:
+        _chattr("-i", out / "scores.json")
+    assert_one_line_error(result, out / "scores.json")
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+    assert (out / "scores.json").read_text() == "{}"
+
+
 def test_help_of_entry_points():
     for args in (["-m", "mowe.scoring", "--help"], ["-m", "mowe.scoring", "score", "--help"],
                  ["-m", "mowe.scoring", "aggregate", "--help"],

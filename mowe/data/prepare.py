@@ -33,6 +33,8 @@ from math import gcd
 
 import numpy as np
 
+from mowe.atomic import OutputPathError, write_text_atomic
+
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
 REPORT_NAME = "prepare_report.json"
@@ -128,7 +130,7 @@ def run_main(main, argv=None):
     setup_logging()
     try:
         main(argv)
-    except PrepareError as error:
+    except (PrepareError, OutputPathError) as error:
         sys.exit(f"error: {error}")
 
 
@@ -157,15 +159,19 @@ def write_json_atomic(data, path):
     """Write ``data`` as JSON to ``<path>.partial``, then rename it to ``path``.
 
     A crash leaves either the old file or the new one, never half a file.
+
+    Raises
+    ------
+    OutputPathError
+        ``path`` cannot be written (one line naming it; no ``.partial`` is left).
     """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(partial, path)
-    return path
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"cannot create folder {folder}: "
+                              f"{error.strerror or error}") from error
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_manifest(entries, path):

@@ -18,14 +18,39 @@ import logging
 import os
 import sys
 
-from mowe.scoring.tasks import HypothesisFileError, read_hypotheses, score_rows
+from mowe.atomic import OutputPathError, check_writable, write_text_atomic
+from mowe.scoring.tasks import (HypothesisFileError, read_hypotheses, score_rows,
+                                warn_unknown_tasks)
+
+OUTPUT_NAMES = ("scores.json", "items.jsonl", "scores.md")
 
 
-def _atomic_write(path, text):
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(partial, path)
+def _prepare_out_dir(out_dir, names):
+    """Create ``out_dir`` and check its output files can be written, before scoring.
+
+    Raises
+    ------
+    SystemExit
+        One line naming the path that cannot be written.
+    """
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        for name in names:
+            check_writable(os.path.join(out_dir, name))
+    except OutputPathError as error:
+        raise SystemExit(f"error: {error}")
+    except OSError as error:
+        raise SystemExit(f"error: cannot create output folder {out_dir}: "
+                         f"{error.strerror or error}")
+
+
+def _write_outputs(files):
+    """Write ``{path: text}`` atomically; an unwritable path exits with one line."""
+    try:
+        for path, text in files.items():
+            write_text_atomic(path, text)
+    except OutputPathError as error:
+        raise SystemExit(f"error: {error}")
 
 
 def _train_answers(path):
@@ -74,12 +99,14 @@ def cmd_score(args):
         rows = [r for r in rows if r["task"] in set(args.tasks)]
         if not rows:
             raise SystemExit(f"error: no hypotheses for task(s) {', '.join(args.tasks)}")
+    unknown = warn_unknown_tasks(rows, args.hyp_file)
     try:
         template = judging.load_template(args.judge_template) if args.judge != "none" else None
         _, parse = judging.template_parser(args.judge_template, args.judge_parse)
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}")
-    os.makedirs(args.out_dir, exist_ok=True)
+    _prepare_out_dir(args.out_dir, OUTPUT_NAMES + (("judge_cache.jsonl",)
+                                                   if args.judge != "none" else ()))
     backend = build_judge(args)
     cache = judging.JudgeCache(os.path.join(args.out_dir, "judge_cache.jsonl")) \
         if backend else None
@@ -87,16 +114,18 @@ def cmd_score(args):
                                java_meteor=not args.no_java_meteor, judge=backend,
                                judge_template=template, judge_cache=cache, judge_parse=parse,
                                judge_template_name=args.judge_template or "mowe")
-    _atomic_write(os.path.join(args.out_dir, "scores.json"), json.dumps(scores, indent=2))
-    _atomic_write(os.path.join(args.out_dir, "items.jsonl"),
-                  "".join(json.dumps(i) + "\n" for i in items))
-    _atomic_write(os.path.join(args.out_dir, "scores.md"), task_table(scores))
+    _write_outputs({
+        os.path.join(args.out_dir, "scores.json"): json.dumps(scores, indent=2),
+        os.path.join(args.out_dir, "items.jsonl"): "".join(json.dumps(i) + "\n"
+                                                           for i in items),
+        os.path.join(args.out_dir, "scores.md"): task_table(scores)})
     for task, entry in scores.items():
         metric = entry["primary"]
         print(f"{task:4s} {metric} {entry[metric]:.4f} (trivial "
               f"{entry['trivial'][metric]:.4f}, n={entry['count']})"
               + (f" judge {entry['judge_score_failures_as_zero']:.2f}/5 "
-                 f"({entry['judge_parse_failures']} parse failures)" if "judge" in entry else ""))
+                 f"({entry['judge_parse_failures']} parse failures)" if "judge" in entry else "")
+              + (" [unknown task: generic SQuAD metrics]" if task in unknown else ""))
     print(f"wrote {os.path.join(args.out_dir, 'scores.json')}")
     return 0
 
@@ -113,7 +142,7 @@ def cmd_aggregate(args):
         raise SystemExit(f"error: {error}")
     table = comparison_table(named)
     if args.out:
-        _atomic_write(args.out, table)
+        _write_outputs({args.out: table})
     print(table, end="")
     return 0
 

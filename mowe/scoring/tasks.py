@@ -41,38 +41,102 @@ def read_hypotheses(path):
     Raises
     ------
     HypothesisFileError
-        On a missing file, a malformed line, a row lacking a field, a duplicate id or
-        an empty file — naming the line.
+        On a missing file, a line that is not UTF-8 or not a JSON object, a missing or
+        ill-typed field (``id`` a string or integer; ``task`` a string; ``hyp`` a string
+        or null; ``ref`` a string or a non-empty list of strings, non-empty for ASR;
+        ``instruction`` a string or null), a duplicate id or an empty file — naming the
+        file, the line and the field.
     """
     rows, seen = [], set()
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as error:
         raise HypothesisFileError(f"cannot read hypothesis file {path}: {error}") from error
     with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+        for number, raw in enumerate(handle, 1):
+            row = _parse_line(raw, f"{path}:{number}")
+            if row is None:
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise HypothesisFileError(f"{path}:{number}: not a JSON line ({error})") \
-                    from error
-            if not isinstance(row, dict):
-                raise HypothesisFileError(f"{path}:{number}: expected a JSON object")
-            missing = [f for f in REQUIRED_FIELDS if f not in row]
-            if missing:
-                raise HypothesisFileError(f"{path}:{number}: missing field(s) "
-                                          f"{', '.join(missing)}")
             if row["id"] in seen:
                 raise HypothesisFileError(f"{path}:{number}: duplicate id {row['id']!r}")
             seen.add(row["id"])
-            row["task"] = str(row["task"]).lower()
-            row["hyp"] = "" if row["hyp"] is None else str(row["hyp"])
             rows.append(row)
     if not rows:
         raise HypothesisFileError(f"{path} holds no hypotheses")
     return rows
+
+
+def _parse_line(raw, where):
+    """One validated row from the bytes of a line (None for a blank line)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise HypothesisFileError(f"{where}: not UTF-8 text (byte {raw[error.start]:#04x} "
+                                  f"at column {error.start + 1})") from error
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise HypothesisFileError(f"{where}: not a JSON line ({error})") from error
+    if not isinstance(row, dict):
+        raise HypothesisFileError(f"{where}: expected a JSON object")
+    missing = [f for f in REQUIRED_FIELDS if f not in row]
+    if missing:
+        raise HypothesisFileError(f"{where}: missing field(s) {', '.join(missing)}")
+    problem = _field_problem(row)
+    if problem:
+        raise HypothesisFileError(f"{where}: {problem}")
+    row["task"] = row["task"].lower()
+    row["hyp"] = row["hyp"] or ""
+    return row
+
+
+def _type_name(value):
+    return "null" if value is None else type(value).__name__
+
+
+def _field_problem(row):
+    """What is wrong with a row's field types (naming the field), or None."""
+    if isinstance(row["id"], bool) or not isinstance(row["id"], (str, int)):
+        return f"field 'id' must be a string or an integer, not {_type_name(row['id'])}"
+    if not isinstance(row["task"], str) or not row["task"].strip():
+        return f"field 'task' must be a task name, not {row['task']!r}"
+    if row["hyp"] is not None and not isinstance(row["hyp"], str):
+        return f"field 'hyp' must be a string or null, not {_type_name(row['hyp'])}"
+    if row.get("instruction") is not None and not isinstance(row["instruction"], str):
+        return (f"field 'instruction' must be a string or null, not "
+                f"{_type_name(row['instruction'])}")
+    ref = row["ref"]
+    refs = ref if isinstance(ref, list) else [ref]
+    if not refs or not all(isinstance(r, str) for r in refs):
+        return (f"field 'ref' must be a string or a non-empty list of strings, not "
+                f"{ref!r}"[:200])
+    if row["task"].lower() == "asr" and not any(r.strip() for r in refs):
+        return "field 'ref' is empty: an ASR reference must hold the transcript"
+    return None
+
+
+def unknown_tasks(rows):
+    """Task -> number of rows, for the tasks of ``rows`` with no task-specific metrics."""
+    counts = Counter(row["task"] for row in rows if row["task"] not in PRIMARY)
+    return dict(sorted(counts.items()))
+
+
+def warn_unknown_tasks(rows, source="hypotheses"):
+    """Log one warning per unknown task, naming the tasks this module knows.
+
+    Returns
+    -------
+    dict
+        :func:`unknown_tasks` of ``rows``.
+    """
+    unknown = unknown_tasks(rows)
+    for task, count in unknown.items():
+        logger.warning("%s: task %r (%d row(s)) is not a known task (known: %s): scored with "
+                       "the generic SQuAD exact match and F1; fix the task names if this "
+                       "is a typo", source, task, count, ", ".join(sorted(PRIMARY)))
+    return unknown
 
 
 def _first(ref):

@@ -4,6 +4,7 @@ import argparse
 import logging
 import sys
 
+from mowe.atomic import OutputPathError
 from mowe.synth.corpus import SIZES, generate_corpus, merge_shards
 from mowe.synth.speech import SpeechSynthesisError
 
@@ -35,7 +36,7 @@ def main(argv=None):
                 except (ValueError, AssertionError):
                     parser.error(f"--shard must look like 2/4, not {args.shard!r}")
             paths = generate_corpus(args.out, args.size, args.seed, args.jobs, shard=shard)
-    except (SpeechSynthesisError, FileNotFoundError, ValueError) as error:
+    except (SpeechSynthesisError, FileNotFoundError, ValueError, OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for split, path in paths.items():

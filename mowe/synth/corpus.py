@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from mowe.atomic import write_text_atomic
 from mowe.synth import scenes, speech, text
 from mowe.tasks import TASKS  # re-exported by mowe.synth
 
@@ -152,10 +153,8 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True, shard=No
 
 
 def _write_json(path, entries):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(entries, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    """Write a manifest atomically (:func:`mowe.atomic.write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(entries, indent=1, sort_keys=True))
 
 
 def merge_shards(out, count):
