@@ -25,6 +25,8 @@ from mowe.scoring.report import comparison_table
 
 def routing_shares(hyp_file):
     """task -> {encoder: share} for the first data-dependent router, or None."""
+    if not os.path.isfile(hyp_file):
+        return None
     counts = defaultdict(Counter)
     with open(hyp_file, encoding="utf-8") as handle:
         for line in handle:

@@ -27,6 +27,7 @@ from collections import Counter
 
 from tqdm import tqdm
 
+from mowe.atomic import OutputPathError, write_text_atomic
 from mowe.data import AudioError, ManifestError, load_audio
 from mowe.data.manifest import load_manifest_entries
 from mowe.tasks import TASKS
@@ -127,10 +128,12 @@ def main(argv=None):
         if not kept:
             print(f"error: no usable clip in {manifest}", file=sys.stderr)
             return 1
-        out = os.path.join(args.out_dir, name)
-        with open(out + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump(kept, handle, indent=1, sort_keys=True)
-        os.replace(out + ".tmp", out)
+        try:
+            write_text_atomic(os.path.join(args.out_dir, name),
+                              json.dumps(kept, indent=1, sort_keys=True))
+        except OutputPathError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         counts = Counter(reason_kind(reason) for reason in skipped.values())
         report[name] = {"manifest": os.path.abspath(manifest), "kept": len(kept),
                         "skipped": len(skipped), "skipped_by_reason": dict(counts),
@@ -143,10 +146,12 @@ def main(argv=None):
                                 trimmed_durations=trimmed)
             line += f", trimmed to {args.trim_seconds:g} s {len(trimmed)}"
         print(line)
-    report_path = os.path.join(args.out_dir, "validation_report.json")
-    with open(report_path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
-    os.replace(report_path + ".tmp", report_path)
+    try:
+        write_text_atomic(os.path.join(args.out_dir, "validation_report.json"),
+                          json.dumps(report, indent=2))
+    except OutputPathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -224,13 +224,13 @@ def test_ddp_diversity_equals_one_process_on_the_same_clips(tmp_path):
     single = diversity_loss(router(clips, torch.full((7,), 5)).weights)
     single.backward()
     for rank in (0, 1):
-        out = torch.load(tmp_path / f"global_{rank}.pt")
+        out = torch.load(tmp_path / f"global_{rank}.pt", weights_only=True)
         assert out["div"].item() == pytest.approx(single.item(), rel=1e-5)
         assert out["loss"].item() == pytest.approx(single.item(), rel=1e-5)
         torch.testing.assert_close(out["grad"], router.w_dep.weight.grad, rtol=1e-4,
                                    atol=1e-6)
     # local: each process's own clips only
     for rank, own in ((0, z_base[0::2]), (1, z_base[1::2][:3])):
-        value = torch.load(tmp_path / f"local_{rank}.pt")["div"].item()
+        value = torch.load(tmp_path / f"local_{rank}.pt", weights_only=True)["div"].item()
         expected = diversity_loss(router(own, torch.full((own.shape[0],), 5)).weights)
         assert value == pytest.approx(expected.item(), rel=1e-5)
