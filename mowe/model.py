@@ -63,8 +63,11 @@ def _takes_logits_to_keep(llm):
 
     model = getattr(llm, "model", llm)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = getattr(base, "forward", None)
+    if forward is None:  # not a transformers model (e.g. a test stand-in)
+        return False
     try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
+        return "logits_to_keep" in inspect.signature(forward).parameters
     except (TypeError, ValueError):
         return False
 
