@@ -118,17 +118,47 @@ class AudioLLM(nn.Module):
     @mark_as_loader
     def load_checkpoint(self, path, end_of_epoch=False):
         """Load a checkpoint written by :meth:`save_checkpoint`, checking its keys."""
-        state = torch.load(path, map_location="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.load_trained_state(state, path, may_lack=self._frozen_llm_keys())
+
+    def frozen_source_keys(self):
+        """State-dict keys of the frozen weights that come from the LLM's and the base
+        encoder's sources (a packaged model does not store them)."""
+        return {f"{prefix}.{name}" for prefix, module in (("llm", self.llm),
+                                                           ("base_encoder", self.base_encoder))
+                for name, parameter in module.named_parameters()
+                if not parameter.requires_grad}
+
+    def trained_state_dict(self):
+        """The state dict without :meth:`frozen_source_keys`: what training changed (and
+        buffers), as contiguous CPU tensors that own their memory (for safetensors)."""
+        frozen = self.frozen_source_keys()
+        return {key: value.detach().to("cpu").contiguous().clone()
+                for key, value in self.state_dict().items() if key not in frozen}
+
+    def load_trained_state(self, state, origin, may_lack=None):
+        """Load ``state`` (e.g. :meth:`trained_state_dict`), checking its keys.
+
+        Arguments
+        ---------
+        state : dict
+            Tensors by state-dict key.
+        origin : str
+            The file it came from, for error messages.
+        may_lack : set, optional
+            Keys ``state`` may miss (default: :meth:`frozen_source_keys`).
+        """
         hint = "(was it trained with another encoder/mixture/adapter configuration?)"
         try:
             missing, unexpected = self.load_state_dict(state, strict=False)
         except RuntimeError as error:
-            raise RuntimeError(f"checkpoint {path} does not fit this model spec {hint}: "
+            raise RuntimeError(f"checkpoint {origin} does not fit this model spec {hint}: "
                                f"{error}") from error
-        absent = sorted(set(missing) - self._frozen_llm_keys())
+        may_lack = self.frozen_source_keys() if may_lack is None else may_lack
+        absent = sorted(set(missing) - set(may_lack))
         if unexpected or absent:
             raise RuntimeError(
-                f"checkpoint {path} does not fit this model spec {hint}: unexpected keys "
+                f"checkpoint {origin} does not fit this model spec {hint}: unexpected keys "
                 f"{unexpected[:5]}, missing keys {absent[:5]}"
             )
 
