@@ -97,7 +97,11 @@ class Handler(BaseHTTPRequestHandler):
         try:
             path = self.path.split("?", 1)[0].rstrip("/")
             if path == "/health":
-                self._send(200, {"status": "ok", "model": self.server.model_name})
+                sizes = list(self.server.batcher.batch_sizes)
+                self._send(200, {"status": "ok", "model": self.server.model_name,
+                                 "requests": self.server.handled, "batches": len(sizes),
+                                 "max_batch": max(sizes, default=0),
+                                 "queued": self.server.batcher.queue.qsize()})
             elif path == "/v1/models":
                 self._send(200, models_response(self.server.model_name, self.server.created))
             elif path == "/v1/chat/completions":
