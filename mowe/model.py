@@ -124,10 +124,12 @@ class AudioLLM(nn.Module):
     def frozen_source_keys(self):
         """State-dict keys of the frozen weights that come from the LLM's and the base
         encoder's sources (a packaged model does not store them)."""
+        # state_dict(keep_vars=True), not named_parameters(): a module reachable under two
+        # names (the Whisper lobe's encoder is also ``base_encoder.encoder``) has both keys.
         return {f"{prefix}.{name}" for prefix, module in (("llm", self.llm),
                                                            ("base_encoder", self.base_encoder))
-                for name, parameter in module.named_parameters()
-                if not parameter.requires_grad}
+                for name, value in module.state_dict(keep_vars=True).items()
+                if isinstance(value, nn.Parameter) and not value.requires_grad}
 
     def trained_state_dict(self):
         """The state dict without :meth:`frozen_source_keys`: what training changed (and
