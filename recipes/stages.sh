@@ -5,20 +5,23 @@
 # through $prep_cmd / $train_cmd / $decode_cmd (recipes/cmd.sh).
 #
 # Stages: 0 provision pretrained models, 1 prepare data, 2 validate audio,
-#         3 train each system, 4 decode, 5 score, 6 report.
+#         3 train each system, 4 decode, 5 score, 6 report, 7 pack (a self-contained
+#         model folder with a model card per system: exp/<tag>/packed/<system>).
 # Variables used: stage stop_stage tag train_config pretrained_dir data_dir ngpu
 #                 systems prepare_command (an array), score_args (optional array:
-#                 extra `python -m mowe.scoring score` options, e.g. a judge) and the function
+#                 extra `python -m mowe.scoring score` options, e.g. a judge), pack_args
+#                 (optional array: extra `python -m mowe.pack` options, e.g. --license,
+#                 --dataset, --base_model, --push_to_hub REPO) and the function
 #                 system_overrides NAME, which sets the array system_args.
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${python:-python}
-last_stage=6
+last_stage=7
 # Refuse an impossible stage range before anything runs (stop_stage past the last
 # stage is fine: ESPnet's "--stop_stage 100" means "to the end").
 if [ "$stage" -gt "$last_stage" ]; then
   echo "$0: --stage $stage does not exist: stages are 0 provision, 1 prepare, 2 validate," \
-       "3 train, 4 decode, 5 score, 6 report" >&2
+       "3 train, 4 decode, 5 score, 6 report, 7 pack" >&2
   exit 2
 fi
 if [ "$stage" -gt "$stop_stage" ]; then
@@ -50,6 +53,12 @@ nj=${nj:-1}
 num_nodes=${num_nodes:-1}
 prep_cmd=${prep_cmd:-$train_cmd}
 [ -n "${score_args+x}" ] || score_args=()
+[ -n "${pack_args+x}" ] || pack_args=()
+# The recipe's command line with every option's value (for the model card).
+recipe_command="$(basename "$(dirname "$(pwd)")")/$(basename "$(pwd)")/$(basename "$0")"
+for _option in ${_options:-}; do
+  [ "$_option" = python ] || [ -z "${!_option}" ] || recipe_command+=" --$_option ${!_option}"
+done
 # Training processes: one; torchrun with --ngpu processes on one node; or, over several
 # Slurm nodes, tools/torchrun_nodes.sh (srun + torchrun). SpeechBrain's DDP does the rest
 # (each process takes the GPU of its LOCAL_RANK, so no --device is given then);
@@ -132,6 +141,15 @@ score_systems() {
   done
 }
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
+pack_systems() {
+  for system in $systems; do
+    $prep_cmd "$exp_dir/log/pack_$system.log" $python -m mowe.pack \
+      --exp_dir "$exp_dir/$system" --out "$exp_dir/packed/$system" \
+      --routing_plot "$exp_dir/routing.png" --train_log "$exp_dir/log/train_$system.log" \
+      --recipe_command "$recipe_command" "${pack_args[@]}"
+    log "  $system: $(pwd)/$exp_dir/packed/$system"
+  done
+}
 
 run_stage 0 provision provision
 run_stage 1 prepare prepare
@@ -140,9 +158,22 @@ run_stage 3 train train_systems
 run_stage 4 decode decode_systems
 run_stage 5 score score_systems
 run_stage 6 report report
+run_stage 7 pack pack_systems
+# How to use the last system: its packed folder (stage 7) or, before that, its
+# experiment folder (the inference API loads both).
+last_system=$(echo $systems | awk '{print $NF}')
+model_dir=$exp_dir/packed/$last_system
+[ -d "$model_dir" ] || model_dir=$exp_dir/$last_system
 if [ -f "$exp_dir/RESULTS.md" ]; then
   log "finished; results: $(pwd)/$exp_dir/RESULTS.md"
 else
   log "finished stages $stage-$((stop_stage < last_stage ? stop_stage : last_stage));" \
       "$exp_dir/RESULTS.md is written by stage 6 (report)"
+fi
+if [ -d "$model_dir/save" ] || [ -d "$exp_dir/packed/$last_system" ]; then
+  model_dir=$(cd "$model_dir" && pwd)
+  log "ask the $last_system model about audio ($model_dir):"
+  echo "  $python -m mowe.infer --model $model_dir CLIP.wav --instruction \"Transcribe the speech.\""
+  echo "  $python -m mowe.serve --model $model_dir --port 8000   # OpenAI-compatible API: http://127.0.0.1:8000/v1"
+  echo "  $python -m mowe.demo --model $model_dir                # browser demo (pip install -e .[demo])"
 fi

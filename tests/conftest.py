@@ -123,3 +123,64 @@ def drop_unimportable_lazy_modules():
 def pytest_collection_modifyitems(session, config, items):
     """Before Hypothesis' own collection hook scans the imported modules."""
     drop_unimportable_lazy_modules()
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory):
+    """A tiny system trained by recipes/train.py, decoded by recipes/decode.py and packed
+    by ``python -m mowe.pack``: a dict with ``pretrained``, ``data`` (manifests),
+    ``exp`` (experiment folder), ``package`` (packed folder), ``hyps`` (decode.py rows)."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile
+
+    from mowe.testing import make_tiny_llama, make_tiny_whisper
+
+    root = tmp_path_factory.mktemp("tiny_package")
+    pretrained, data, exp = root / "pretrained", root / "data", root / "exp" / "mowe"
+    make_tiny_whisper(str(pretrained / "whisper-tiny.en"))
+    make_tiny_llama(str(pretrained / "smollm2-135m-instruct"), initializer_range=0.3)
+    data.mkdir()
+    tasks = [("asr", "Transcribe the speech.", "hello world"),
+             ("er", "What emotion is expressed?", "joy"),
+             ("aqa", "How many beeps?", "two")]
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("valid", 2), ("test", 6)):
+        entries = {}
+        for index in range(count):
+            task, instruction, answer = tasks[index % 3]
+            samples = 4000 + 1200 * index
+            wav = data / f"{split}_{index}.wav"
+            soundfile.write(wav, (0.1 * rng.standard_normal(samples)).astype("float32"),
+                            16000)
+            entries[f"{split}_{index:02d}"] = {"wav": str(wav), "duration": samples / 16000,
+                                               "task": task, "instruction": instruction,
+                                               "answer": answer}
+        (data / f"{split}.json").write_text(json.dumps(entries))
+    config = os.path.join(REPO, "egs", "synthetic", "conf", "train.yaml")
+    common = [config, f"--output_folder={exp}", f"--data_folder={data}",
+              f"--pretrained_dir={pretrained}", "--batch_size=2", "--max_new_tokens=6",
+              "--seed=7"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+    for command in ([os.path.join(REPO, "recipes", "train.py"), *common,
+                     "--number_of_epochs=1", "--global_batch_size=2"],
+                    [os.path.join(REPO, "recipes", "decode.py"), *common]):
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True,
+                                cwd=str(root), env=env, timeout=900)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    package = root / "packed" / "mowe"
+    result = subprocess.run([sys.executable, "-m", "mowe.pack", "--exp_dir", str(exp),
+                             "--out", str(package), "--license", "apache-2.0",
+                             "--dataset", "tiny-test"], capture_output=True, text=True,
+                            cwd=str(root), env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(exp / "hyps.jsonl", encoding="utf-8") as handle:
+        hyps = [json.loads(line) for line in handle]
+    manifest = json.loads((data / "test.json").read_text())
+    for row in hyps:
+        row["wav"] = manifest[row["id"]]["wav"]
+    return {"root": root, "pretrained": pretrained, "data": data, "exp": exp,
+            "package": package, "hyps": hyps, "pack_log": result.stderr}

@@ -19,6 +19,7 @@ def run(*args):
 
 @pytest.mark.parametrize("args,message", [
     (["--stage", "9"], "--stage 9 does not exist: stages are 0 provision"),
+    (["--stage", "8"], "6 report, 7 pack"),
     (["--stage", "4", "--stop_stage", "2"], "--stage 4 is after --stop_stage 2"),
     (["stage4"], "unexpected argument 'stage4'"),
     (["--stage", "1", "extra"], "unexpected argument 'extra'"),

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, RECIPE, run_recipe
 
-STAGES = ["provision", "prepare", "validate", "train", "decode", "score", "report"]
+STAGES = ["provision", "prepare", "validate", "train", "decode", "score", "report", "pack"]
 
 
 def read_json(path):
@@ -85,3 +85,64 @@ def test_entry_points_have_help():
         result = subprocess.run([sys.executable, os.path.join(REPO, "recipes", script), "--help"],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage" in result.stdout.lower(), script
+
+
+def test_packed_model_answers_like_decode_py_in_a_fresh_process(tiny_run):
+    """Stage 7's folder, loaded in fresh processes, gives recipes/decode.py's answers for
+    the same clips through the API, the CLI and the OpenAI-compatible server."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving import ENV, audio_message, openai_client, start_server
+
+    exp, output = tiny_run
+    package = os.path.join(exp, "packed", "mowe")
+    for name in ("hyperparams.yaml", "model.safetensors", "mowe_package.json", "README.md",
+                 "routing.png", os.path.join("tokenizer", "tokenizer_config.json")):
+        assert os.path.isfile(os.path.join(package, name)), name
+    card = open(os.path.join(package, "README.md"), encoding="utf-8").read()
+    assert "base_model:" in card and "model-index:" in card and "recipes/train.py" in card
+    assert "run.sh --stage 0 --stop_stage 7 --size tiny" in card
+    assert "python -m mowe.infer --model" in output and "python -m mowe.serve --model" in output
+    manifest = read_json(os.path.join(RECIPE, "data", "tiny_seed1234", "clean", "test.json"))
+    with open(os.path.join(exp, "mowe", "hyps.jsonl"), encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    for row in rows:
+        row["wav"] = os.path.abspath(os.path.join(RECIPE, manifest[row["id"]]["wav"])) \
+            if not os.path.isabs(manifest[row["id"]]["wav"]) else manifest[row["id"]]["wav"]
+    # the Python API, in a fresh process
+    script = ("import json, sys\nfrom mowe.inference import AudioLLMInference\n"
+              "rows = json.load(sys.stdin)\n"
+              f"model = AudioLLMInference.from_pretrained({package!r})\n"
+              "answers = model.answer([r['wav'] for r in rows], [r['instruction'] for r in rows],"
+              " return_selected=True)\n"
+              "print(json.dumps([[a.text, a.selected] for a in answers]))\n")
+    result = subprocess.run([sys.executable, "-c", script], input=json.dumps(rows),
+                            capture_output=True, text=True, env=ENV, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answers == [[row["hyp"], row["selected"]] for row in rows]
+    # the CLI, on the clips that share the most common instruction
+    instruction = max({r["instruction"] for r in rows},
+                      key=lambda text: sum(r["instruction"] == text for r in rows))
+    group = [row for row in rows if row["instruction"] == instruction]
+    result = subprocess.run([sys.executable, "-m", "mowe.infer", "--model", package,
+                             *[row["wav"] for row in group], "--instruction", instruction,
+                             "--json"], capture_output=True, text=True, env=ENV, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["answer"] for line in lines] == [row["hyp"] for row in group]
+    # the server, every clip at once through the openai client
+    server, url = start_server(package)
+    try:
+        client = openai_client(url)
+        model_id = client.models.list().data[0].id
+
+        def ask(row):
+            reply = client.chat.completions.create(
+                model=model_id, messages=[audio_message(row["wav"], row["instruction"])])
+            return reply.choices[0].message.content
+
+        with ThreadPoolExecutor(len(rows)) as pool:
+            assert list(pool.map(ask, rows)) == [row["hyp"] for row in rows]
+    finally:
+        server.stop()

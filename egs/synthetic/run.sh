@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 tools_dir=$(cd ../../tools && pwd)
 
-stage=0 stop_stage=6 size=default seed=1234 ngpu=0 num_nodes=1 cmd=local nj=1 tag="" epochs=""
+stage=0 stop_stage=7 size=default seed=1234 ngpu=0 num_nodes=1 cmd=local nj=1 tag="" epochs=""
 systems="baseline mowe"
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
 _options="stage stop_stage size seed ngpu num_nodes cmd nj tag epochs systems python"
@@ -36,6 +36,9 @@ prepare_merge_command=("$python" -m mowe.synth --out "$data_dir/raw" --merge_sha
 epoch_args=()
 [ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
 [ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)
+# Stage 7 (pack): model-card metadata of the packed models.
+pack_args=(--license apache-2.0 --dataset mowe-synthetic-"$size"
+           --base_model openai/whisper-tiny.en --base_model HuggingFaceTB/SmolLM2-135M-Instruct)
 # Sets system_args: the overrides of one system (baseline = the model without MoWE).
 system_overrides() {
   system_args=("--seed=$seed" "${epoch_args[@]}")

@@ -54,3 +54,89 @@ def load_audio(path, sample_rate=SAMPLE_RATE, start=None, stop=None):
     if rate != sample_rate:
         signal = torchaudio.functional.resample(signal, rate, sample_rate)
     return signal
+
+
+def _ffmpeg_decode(args, data=None, sample_rate=SAMPLE_RATE, what="audio"):
+    """Decode with ffmpeg to mono float32 at ``sample_rate`` (``args``: the input)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        raise AudioError(f"cannot read {what}: soundfile cannot, and ffmpeg (which reads "
+                         "mp3/m4a/mp4/webm/...) is not installed")
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *args,
+               "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
+    try:
+        result = subprocess.run(command, input=data, capture_output=True, timeout=120,
+                                check=False)
+    except subprocess.TimeoutExpired as error:
+        raise AudioError(f"cannot read {what}: ffmpeg took over 120 s") from error
+    if result.returncode != 0 or not result.stdout:
+        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"cannot read {what}: not audio that soundfile or ffmpeg can decode"
+                         + (f" ({message[-1]})" if message else ""))
+    return torch.from_numpy(np.frombuffer(result.stdout, dtype="<f4").copy())
+
+
+def _checked(signal, what):
+    if signal.numel() == 0:
+        raise AudioError(f"{what} is empty")
+    if not torch.isfinite(signal).all():
+        raise AudioError(f"{what} holds NaN or infinite samples")
+    return signal
+
+
+def read_audio_file(path, sample_rate=SAMPLE_RATE):
+    """Any audio file soundfile or ffmpeg reads -> mono float32 at ``sample_rate``.
+
+    WAV/FLAC/OGG go through :func:`load_audio` (exactly as in training and decoding);
+    other formats (mp3, m4a, mp4, webm, ...) through ffmpeg.
+    """
+    try:
+        return load_audio(path, sample_rate)
+    except AudioError as error:
+        if not os.path.isfile(path) or "cannot read" not in str(error):
+            raise
+    return _checked(_ffmpeg_decode(["-i", path], sample_rate=sample_rate, what=path), path)
+
+
+def read_audio_bytes(data, sample_rate=SAMPLE_RATE, what="audio data"):
+    """Encoded audio (the bytes of a wav/flac/mp3/... file) -> mono float32 tensor."""
+    import io
+
+    import soundfile
+    import torchaudio
+
+    if not data:
+        raise AudioError(f"{what} is empty")
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        signal = torch.from_numpy(samples).mean(dim=1)
+        _checked(signal, what)
+        if rate != sample_rate:
+            signal = torchaudio.functional.resample(signal, rate, sample_rate)
+        return signal
+    except (RuntimeError, soundfile.LibsndfileError, TypeError, ValueError) as error:
+        if isinstance(error, AudioError):
+            raise
+    return _checked(_ffmpeg_decode(["-i", "pipe:0"], data, sample_rate, what), what)
+
+
+def waveform_to_mono(waveform, rate, sample_rate=SAMPLE_RATE, what="waveform"):
+    """A waveform (numpy or torch; ``[samples]``, or 2-D with channels on the shorter
+    axis) at ``rate`` Hz -> mono float32 tensor at ``sample_rate``."""
+    import torchaudio
+
+    signal = torch.as_tensor(np.asarray(waveform) if not torch.is_tensor(waveform)
+                             else waveform).detach().to("cpu", torch.float32)
+    if signal.dim() == 2:
+        signal = signal.mean(dim=0 if signal.shape[0] <= signal.shape[1] else 1)
+    if signal.dim() != 1:
+        raise AudioError(f"{what} must be 1-D (samples) or 2-D (channels x samples), "
+                         f"not of shape {tuple(signal.shape)}")
+    if not rate or int(rate) <= 0:
+        raise AudioError(f"{what} needs a positive sample rate, not {rate!r}")
+    _checked(signal, what)
+    if int(rate) != sample_rate:
+        signal = torchaudio.functional.resample(signal, int(rate), sample_rate)
+    return signal
