@@ -190,11 +190,13 @@ def grad_conflict(argv):
     out = args.out or os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
     os.makedirs(out, exist_ok=True)
     title = f"gradient cosine, {kind} shared parameters"
-    print(f"{title} ({sum(p.numel() for p in parameters)} parameters, "
-          f"{args.batches_per_task} batches of {args.batch_size} per task)")
+    clips = {task: sum(len(b.id) for b in task_batches) for task, task_batches in batches.items()}
+    print(f"{title} ({sum(p.numel() for p in parameters)} parameters; clips per task: "
+          + ", ".join(f"{task} {count}" for task, count in clips.items()) + ")")
     print(format_matrix(tasks, matrix))
     record = {"adapter": kind, "checkpoint": checkpoint, "manifest": manifest,
               "parameters": sum(p.numel() for p in parameters), "tasks": tasks,
+              "clips_per_task": clips,
               "cosine": [[round(v, 6) for v in row] for row in matrix.tolist()]}
     with open(os.path.join(out, "grad_conflict.json.tmp"), "w", encoding="utf-8") as handle:
         json.dump(record, handle, indent=2)
