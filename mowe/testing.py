@@ -210,3 +210,17 @@ def make_tiny_hubert(path, hidden_size=32, seed=0):
     HubertModel(config).save_pretrained(path)
     Wav2Vec2FeatureExtractor().save_pretrained(path)
     return path
+
+
+def make_tiny_pretrained_dir(path):
+    """A folder laid out like ``python -m mowe.pretrained --out PATH``, holding a tiny
+    random Whisper and Llama under the offline models' names (for recipe-level tests).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    make_tiny_whisper(os.path.join(path, "whisper-tiny.en"))
+    make_tiny_llama(os.path.join(path, "smollm2-135m-instruct"), initializer_range=0.3)
+    return str(path)

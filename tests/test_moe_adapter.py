@@ -213,13 +213,12 @@ def test_recipe_trains_decodes_and_diagnoses_the_moe_adapter(tmp_path):
     import numpy as np
     import soundfile
 
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.testing import make_tiny_pretrained_dir
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = os.path.join(repo, "egs", "synthetic", "conf", "train.yaml")
     pretrained = tmp_path / "pretrained"
-    make_tiny_whisper(str(pretrained / "whisper-tiny.en"))
-    make_tiny_llama(str(pretrained / "smollm2-135m-instruct"), initializer_range=0.3)
+    make_tiny_pretrained_dir(str(pretrained))
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)

@@ -108,12 +108,11 @@ def test_running_mean_and_validation_score_use_finite_losses_only(tiny_models):
 @pytest.fixture(scope="module")
 def poisoned_setup(tmp_path_factory):
     """Tiny pretrained folder; a train manifest with one NaN and one inf float wav."""
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.testing import make_tiny_pretrained_dir
 
     root = tmp_path_factory.mktemp("nonfinite")
     pretrained = root / "pretrained"
-    make_tiny_whisper(str(pretrained / "whisper-tiny.en"))
-    make_tiny_llama(str(pretrained / "smollm2-135m-instruct"), initializer_range=0.3)
+    make_tiny_pretrained_dir(str(pretrained))
     data = root / "data"
     data.mkdir()
     rng = np.random.default_rng(0)

@@ -23,12 +23,11 @@ TASKS = [("asr", "Transcribe.", "hello world"), ("er", "Emotion?", "happy"),
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A fake pretrained folder holding tiny models under the offline names, and data."""
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.testing import make_tiny_pretrained_dir
 
     root = tmp_path_factory.mktemp("resume")
     pretrained = root / "pretrained"
-    make_tiny_whisper(str(pretrained / "whisper-tiny.en"))
-    make_tiny_llama(str(pretrained / "smollm2-135m-instruct"), initializer_range=0.3)
+    make_tiny_pretrained_dir(str(pretrained))
     data = root / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
