@@ -2,7 +2,13 @@
 """Decode a test manifest with a trained AudioLLM; write a hypothesis file (JSON lines).
 
 Usage: python recipes/decode.py HPARAMS.yaml --test_manifest=M --hyp_file=OUT.jsonl
-       [--key=value ...]
+       [--decode_config=conf/decode.yaml] [--beam_size=4 ...] [--key=value ...]
+
+Generation settings (``mowe.recipe.DECODE_OPTIONS``: beam_size, do_sample, temperature,
+top_k, top_p, repetition_penalty, length_penalty, no_repeat_ngram_size, max_new_tokens)
+come from ``--decode_config`` (a recipe's ``conf/decode.yaml``) and are overridden one
+by one on the command line; unset ones keep greedy search and the YAML's
+``max_new_tokens``.
 
 Loads the best checkpoint (lowest validation loss) from the YAML's checkpointer and
 writes one line per utterance: ``{"id", "task", "instruction", "hyp", "ref",
@@ -28,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from mowe.atomic import OutputPathError, check_writable, write_text_atomic
-from mowe.recipe import dataset, load_recipe_hparams
+from mowe.recipe import dataset, decode_settings, load_recipe_hparams
 from mowe.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
 
 logger = logging.getLogger("mowe.decode")
@@ -148,7 +154,9 @@ def decode(argv):
         return merge_shards(hyp_file, int(merge), manifest)
     shard = pop_option(argv, "shard")
     shard = parse_shard(shard) if shard else None
+    argv, generate_kwargs = decode_settings(argv)
     _, run_opts, _, hparams = load_recipe_hparams(argv)
+    generate_kwargs.setdefault("max_new_tokens", hparams["max_new_tokens"])
     device = getattr(run_opts, "device", None) or "cpu"
     model = hparams["model"].to(device).eval()
     checkpoint = hparams["checkpointer"].recover_if_possible(min_key="loss")
@@ -172,8 +180,8 @@ def decode(argv):
     if not todo:
         logger.info("all %d utterances already decoded in %s", len(done), hyp_file)
         return 0
-    logger.info("decoding %d utterances (%d done before) with %s", len(todo), len(done),
-                checkpoint.path)
+    logger.info("decoding %d utterances (%d done before) with %s; generation settings %s",
+                len(todo), len(done), checkpoint.path, generate_kwargs)
     # Longest first: padding waste is smallest and an out-of-memory shows up at once.
     todo_set = set(todo)
     subset = test.filtered_sorted(key_test={"id": lambda utt: utt in todo_set},
@@ -195,8 +203,7 @@ def decode(argv):
             batch = batch.to(device)
             wavs, wav_lens = batch.sig
             hyps, selected = model.generate(wavs, wav_lens, batch.instruction,
-                                            max_new_tokens=hparams["max_new_tokens"],
-                                            return_selected=True)
+                                            return_selected=True, **generate_kwargs)
             for i, utt in enumerate(batch.id):
                 row = {"id": utt, "task": batch.task[i], "instruction": batch.instruction[i],
                        "hyp": hyps[i], "ref": batch.answer[i],

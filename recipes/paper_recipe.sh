@@ -11,14 +11,25 @@ recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 stage=0 stop_stage=7 data_folder="" audiobench_test="" row=table3 llm=llama3 ngpu=1
 num_nodes=1 cmd=local nj=1 tag="" epochs="" max_duration="" judge_template=""
+train_config=conf/train.yaml decode_config=conf/decode.yaml train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd "$recipes_dir/.." && pwd)/.venv/bin/python}
-_options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj tag epochs max_duration judge_template python ${extra_options:-}"
+_options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj tag epochs
+          max_duration judge_template train_config decode_config train_args decode_args
+          python ${extra_options:-}"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
 
 tag=${tag:-${row}_${llm}}
+# the recipe's conf/train.yaml lists the rows it supports (paper_rows)
+rows=$("$python" -c 'import sys, ruamel.yaml
+print(" ".join(ruamel.yaml.YAML(typ="safe").load(open(sys.argv[1])).get("paper_rows") or []))' \
+  "$train_config") || { echo "$0: cannot read $train_config with $python" >&2; exit 2; }
+if [ -n "$rows" ]; then
+  case " $rows " in *" $row "*) ;; *)
+    echo "$0: --row $row is not one of this recipe's rows ($train_config: $rows)" >&2; exit 2 ;;
+  esac
+fi
 data_dir=data
-train_config=$recipes_dir/conf/paper/train.yaml
 provision_command=()     # hub ids (or local mirrors given as overrides): nothing to convert
 pretrained_dir=""
 . "$recipes_dir/paper_rows.sh"

@@ -13,6 +13,10 @@
 #                 (optional array: extra `python -m mowe.pack` options, e.g. --license,
 #                 --dataset, --base_model, --push_to_hub REPO) and the function
 #                 system_overrides NAME, which sets the array system_args.
+#                 Optional: train_args / decode_args (strings of extra --key=value
+#                 arguments of recipes/train.py / recipes/decode.py, quotes respected;
+#                 train_args reach decoding too, which rebuilds the trained model) and
+#                 decode_config (a YAML of generation settings, recipes/decode.py).
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${python:-python}
@@ -47,6 +51,9 @@ run_stage() {
   "$@"
   touch "$done_dir/$number.$name"
   log "stage $number ($name): done in $((SECONDS - start)) s"
+  # wall time per stage, for the provenance section of RESULTS.md (stage 6)
+  printf '%s\t%s\t%s\t%s\n' "$number" "$name" "$((SECONDS - start))" "$(date -u +%FT%TZ)" \
+    >>"$exp_dir/log/stage_times.tsv"
 }
 
 nj=${nj:-1}
@@ -54,7 +61,15 @@ num_nodes=${num_nodes:-1}
 prep_cmd=${prep_cmd:-$train_cmd}
 [ -n "${score_args+x}" ] || score_args=()
 [ -n "${pack_args+x}" ] || pack_args=()
-# The recipe's command line with every option's value (for the model card).
+# --train_args / --decode_args "--key=value ..." as argument arrays (quotes respected).
+split_args() { [ -z "$1" ] || xargs -r printf '%s\n' <<<"$1"; }
+mapfile -t train_extra < <(split_args "${train_args:-}")
+mapfile -t decode_extra < <(split_args "${decode_args:-}")
+[ -z "${decode_config:-}" ] || decode_extra=(--decode_config="$decode_config" "${decode_extra[@]}")
+# The exact command (provenance: RESULTS.md) and the command line with every option's
+# value (the model card).
+mkdir -p "$exp_dir/log"
+echo "$(date -u +%FT%TZ) ${mowe_command_line:-$0}" >>"$exp_dir/log/commands.txt"
 recipe_command="$(basename "$(dirname "$(pwd)")")/$(basename "$(pwd)")/$(basename "$0")"
 for _option in ${_options:-}; do
   [ "$_option" = python ] || [ -z "${!_option}" ] || recipe_command+=" --$_option ${!_option}"
@@ -105,7 +120,7 @@ train_systems() {
     system_overrides "$system"
     $train_cmd "$exp_dir/log/train_$system.log" "${train_launcher[@]}" "$recipes_dir/train.py" "$train_config" \
       --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
-      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}"
+      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}" "${train_extra[@]}"
   done
 }
 decode_systems() {
@@ -113,8 +128,8 @@ decode_systems() {
   for system in $systems; do
     system_overrides "$system"
     args=("$train_config" --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean"
-          "${pretrained_args[@]}" "${system_args[@]}")
-    args+=("${decode_device_args[@]}")
+          "${pretrained_args[@]}" "${system_args[@]}" "${train_extra[@]}")
+    args+=("${decode_device_args[@]}" "${decode_extra[@]}")
     if [ "$nj" -gt 1 ]; then  # a job array over nj shards of the test set, then a merge
       $decode_cmd JOB=1:"$nj" "$exp_dir/log/decode_$system.JOB.log" $python \
         "$recipes_dir/decode.py" "${args[@]}" --shard JOB/"$nj"

@@ -27,6 +27,10 @@ def run(*args):
     (["--stage", "abc"], "--stage takes a whole number, not 'abc'"),
     (["--nj=two"], "--nj takes a whole number, not 'two'"),
     (["--no_such_option", "1"], "unknown option --no_such_option"),
+    # only declared options: not the shell's variables nor the script's internals
+    (["--SHELL", "x"], "unknown option --SHELL"),
+    (["--tools_dir", "x"], "unknown option --tools_dir"),
+    (["--PATH=/tmp"], "unknown option --PATH"),
 ])
 def test_bad_options_are_refused_before_any_stage(args, message):
     tag = "pytest_refused"
@@ -39,7 +43,8 @@ def test_bad_options_are_refused_before_any_stage(args, message):
 
 def test_boolean_options_take_true_or_false(tmp_path):
     script = tmp_path / "script.sh"
-    script.write_text(f"verbose=false count=3\n. {REPO}/tools/parse_options.sh\n"
+    script.write_text(f"verbose=false count=3\n_options='verbose count'\n"
+                      f". {REPO}/tools/parse_options.sh\n"
                       'echo "$verbose $count"\n')
     good = subprocess.run(["bash", str(script), "--verbose", "true", "--count=5"],
                           capture_output=True, text=True)
@@ -47,6 +52,39 @@ def test_boolean_options_take_true_or_false(tmp_path):
     bad = subprocess.run(["bash", str(script), "--verbose", "yes"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "--verbose takes true or false, not 'yes'" in bad.stderr
+
+
+def test_only_declared_options_are_accepted(tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text(f"stage=1 internal=x\n_options='stage'\n. {REPO}/tools/parse_options.sh\n"
+                      'echo "$stage $internal"\n')
+    good = subprocess.run(["bash", str(script), "--stage=2"], capture_output=True, text=True)
+    assert good.returncode == 0 and good.stdout.strip() == "2 x"
+    bad = subprocess.run(["bash", str(script), "--internal", "y"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown option --internal" in bad.stderr
+    undeclared = tmp_path / "undeclared.sh"
+    undeclared.write_text(f"stage=1\n. {REPO}/tools/parse_options.sh\n")
+    result = subprocess.run(["bash", str(undeclared)], capture_output=True, text=True)
+    assert result.returncode == 2 and "declares no _options" in result.stderr
+
+
+def test_every_run_sh_declares_its_options():
+    """Every script that sources parse_options.sh declares _options, with a default for
+    each name (--help lists them all)."""
+    import glob
+
+    scripts = [p for p in glob.glob(os.path.join(REPO, "egs", "*", "run.sh"))]
+    assert len(scripts) >= 8
+    for script in scripts:
+        recipe = os.path.dirname(script)
+        result = subprocess.run(["bash", "run.sh", "--help"], cwd=recipe, capture_output=True,
+                                text=True, env=dict(os.environ, MOWE_PYTHON=sys.executable),
+                                timeout=60)
+        assert result.returncode == 0, (script, result.stderr)
+        for option in ("--stage", "--stop_stage", "--train_args", "--decode_args",
+                       "--decode_config"):
+            assert option in result.stdout, (script, option)
 
 
 TRAIN = os.path.join(REPO, "recipes", "train.py")

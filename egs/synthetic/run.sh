@@ -3,6 +3,8 @@
 #   ./run.sh [--size tiny|small|default] [--seed N] [--stage N] [--stop_stage M]
 #            [--ngpu N] [--num_nodes K] [--cmd local|slurm] [--nj N] [--tag NAME]
 #            [--epochs N] [--systems "baseline mowe ..."]
+#            [--train_args "--lr=1e-4 ..."] [--decode_args "--beam_size=4 ..."]
+#            [--train_config conf/train.yaml] [--decode_config conf/decode.yaml]
 # --nj N: synthesis and decoding as job arrays of N jobs (local or Slurm).
 # --systems: any of baseline (base encoder only), mowe (+ weak encoders, both routers),
 #   moe_adapter (base only, MoE adapter), mowe_moe_adapter (MoWE + MoE adapter).
@@ -12,8 +14,10 @@ tools_dir=$(cd ../../tools && pwd)
 
 stage=0 stop_stage=7 size=default seed=1234 ngpu=0 num_nodes=1 cmd=local nj=1 tag="" epochs=""
 systems="baseline mowe"
+train_config=conf/train.yaml decode_config=conf/decode.yaml train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
-_options="stage stop_stage size seed ngpu num_nodes cmd nj tag epochs systems python"
+_options="stage stop_stage size seed ngpu num_nodes cmd nj tag epochs systems
+          train_config decode_config train_args decode_args python"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
 # refuse an unknown corpus size before any stage runs
@@ -30,12 +34,12 @@ done
 tag=${tag:-${size}_seed${seed}}
 pretrained_dir=$(cd ../.. && pwd)/pretrained
 data_dir=data/${size}_seed${seed}
-train_config=conf/train.yaml
 prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --seed "$seed")
 prepare_merge_command=("$python" -m mowe.synth --out "$data_dir/raw" --merge_shards "$nj")
 epoch_args=()
 [ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
 [ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)
+[ "$size" = tiny ] && decode_args="--max_new_tokens=12 $decode_args"  # conf/decode.yaml: 40
 # Stage 7 (pack): model-card metadata of the packed models.
 pack_args=(--license apache-2.0 --dataset mowe-synthetic-"$size"
            --base_model openai/whisper-tiny.en --base_model HuggingFaceTB/SmolLM2-135M-Instruct)
