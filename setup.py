@@ -33,6 +33,8 @@ setup(
         # packed models: trained weights as safetensors, frozen hub models pinned
         "safetensors>=0.4",
         "huggingface_hub>=0.23",
+        # training curves (mowe/dashboards.py; on by default): tensorboard --logdir exp/
+        "tensorboard>=2.10",
     ],
     package_data={"mowe.scoring": ["templates/*.txt"]},
     extras_require={
@@ -47,5 +49,7 @@ setup(
                  "openai>=1.40", "selenium>=4.20", "gradio>=5.0"],
         # python -m mowe.demo: the browser demo
         "demo": ["gradio>=5.0"],
+        # Weights & Biases curves as well (wandb_project in the recipe YAML)
+        "wandb": ["wandb>=0.16"],
     },
 )

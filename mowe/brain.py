@@ -14,7 +14,9 @@ factory ``optimizer -> torch scheduler``, stepped at every optimizer step),
 ``train_logger`` (a SpeechBrain logger), ``routing_stats_file``, ``expert_usage_file``
 (per-task token counts of the MoE adapter's experts on the validation set),
 ``loss_trace_file``
-(JSON lines: optimizer step, epoch, batch loss averaged over processes).
+(JSON lines: optimizer step, epoch, batch loss averaged over processes), ``dashboard``
+(a :class:`mowe.dashboards.RunDashboard`: TensorBoard / W&B curves of the step loss,
+learning rate, loss parts, validation metrics and per-task routing shares).
 
 Non-finite values never reach the weights (:meth:`MoWEBrain.optimizers_step`): an
 optimizer step whose accumulated batches gave a NaN/inf loss, or whose gradients are not
@@ -234,7 +236,8 @@ class MoWEBrain(sb.Brain):
         if stepped and self.lr_scheduler is not None:
             self.lr_scheduler.step()
         trace = getattr(self.hparams, "loss_trace_file", None)
-        if not trace:
+        dashboard = getattr(self.hparams, "dashboard", None)
+        if not trace and dashboard is None:
             return
         self._step_losses.append(loss.detach().float())
         if not should_step:
@@ -246,7 +249,12 @@ class MoWEBrain(sb.Brain):
         if sb.utils.distributed.is_distributed_initialized():
             torch.distributed.all_reduce(value)
             value /= torch.distributed.get_world_size()
-        if sb.utils.distributed.if_main_process():
+        if dashboard is not None:
+            scalars = {"loss": float(value)}
+            if self.lr_scheduler is not None:
+                scalars["lr"] = self.lr_scheduler.get_last_lr()[0]
+            dashboard.log_step(self.optimizer_step, scalars)
+        if trace and sb.utils.distributed.if_main_process():
             with open(trace, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"optimizer_step": self.optimizer_step,
                                          "epoch": getattr(self, "current_epoch", None),
@@ -372,6 +380,12 @@ class MoWEBrain(sb.Brain):
             meta["lr"] = self.lr_scheduler.get_last_lr()[0]
         if stage == sb.Stage.VALID:
             self._check_validation_loss(epoch)
+            dashboard = getattr(self.hparams, "dashboard", None)
+            if dashboard is not None:
+                dashboard.log_epoch(epoch, meta, getattr(self, "train_stats", None), stats,
+                                    {name: self.routing_stats[s].to_dict() for name, s in
+                                     (("train", sb.Stage.TRAIN), ("valid", stage))
+                                     if self.routing_stats[s].counts})
             if train_logger is not None:
                 train_logger.log_stats(stats_meta=meta, train_stats=getattr(self, "train_stats", None),
                                        valid_stats=stats)

@@ -154,7 +154,10 @@ def test_brain_fit_logs_parts_routing_and_saves_small_checkpoints(tiny_models, t
     valid = make_dataset(write_manifest(tmp_path, 4, 1))
     stats_file = tmp_path / "routing.json"
     steps = []
+    from mowe.dashboards import RunDashboard
+
     brain = make_brain(model, tmp_path, routing_stats_file=str(stats_file),
+                       dashboard=RunDashboard(str(tmp_path / "tensorboard")),
                        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
                            opt, lambda step: steps.append(step) or 1.0))
     brain.grad_accumulation_factor = 2
@@ -170,6 +173,16 @@ def test_brain_fit_logs_parts_routing_and_saves_small_checkpoints(tiny_models, t
         assert stats["loss"] == pytest.approx(stats["next_token"] + 0.1 * stats["mowe"], rel=0.05)
     routing = json.loads(stats_file.read_text())
     assert set(routing) == {"asr", "er"}
+    # TensorBoard: step loss and lr, the epoch's loss parts, valid metrics, routing shares
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"step/loss", "step/lr", "lr", "loss/train", "next_token/train", "mowe/train",
+            "loss/valid"} <= tags, tags
+    shares = [t for t in tags if t.startswith("routing/asr/router1/") and t.endswith("/valid")]
+    assert shares and sum(events.Scalars(t)[-1].value for t in shares) == pytest.approx(1.0)
     assert sum(routing["asr"]["1"].values()) == 2 and sum(routing["er"]["1"].values()) == 2
     checkpoint = brain.checkpointer.find_checkpoint()
     saved = torch.load(os.path.join(checkpoint.path, "model.ckpt"), weights_only=True)
