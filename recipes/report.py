@@ -9,7 +9,9 @@ data-dependent router sends to each weak encoder, as in the paper's Fig. 2; one
 ``routing_<system>.png`` per further MoWE system). For a system with the MoE adapter,
 ``<system>/expert_usage_valid.json`` (written in training) gives
 ``exp/TAG/expert_usage_<system>.png``: the share of each task's audio tokens each expert
-received on the validation set.
+received on the validation set. RESULTS.md ends with the run's provenance
+(``mowe.provenance``: git commit and dirty flag, the run.sh commands, machine, wall time
+per stage, library versions).
 """
 
 import argparse
@@ -19,6 +21,7 @@ import sys
 from collections import Counter, defaultdict
 
 from mowe.atomic import OutputPathError, write_text_atomic
+from mowe.provenance import provenance_lines
 from mowe.scoring.report import comparison_table
 
 
@@ -119,6 +122,7 @@ def main(argv=None):
                           f"{task.upper()} " + ", ".join(f"X{e} {100 * s:.0f}%"
                                                          for e, s in share.items())
                           for task, share in usage.items())]
+    lines += [""] + provenance_lines(args.exp)
     results = os.path.join(args.exp, "RESULTS.md")
     try:
         write_text_atomic(results, "\n".join(lines) + "\n")

@@ -59,6 +59,12 @@ def test_new_recipe_prepares_and_validates_three_clips(tmp_path, new_recipe):
     entry = next(iter(clean["train"].values()))
     assert entry["task"] == "asr" and entry["answer"] == "see you soon" and entry["instruction"]
     assert os.path.isfile(os.path.join(target, "exp", "default", ".done", "2.validate"))
+    # provenance for RESULTS.md: the command as typed and each stage's wall time
+    log = os.path.join(target, "exp", "default", "log")
+    assert f"run.sh --data_folder {data} --stage 1 --stop_stage 2" in open(
+        os.path.join(log, "commands.txt")).read()
+    times = [line.split("\t")[:2] for line in open(os.path.join(log, "stage_times.tsv"))]
+    assert times == [["1", "prepare"], ["2", "validate"]]
     # the rerun skips both stages (.done markers)
     again = subprocess.run(["bash", "run.sh", "--data_folder", str(data), "--stage", "1",
                             "--stop_stage", "2"], cwd=target, capture_output=True, text=True,
