@@ -16,8 +16,9 @@ setup:
 demo: setup
 	MOWE_PYTHON=$(abspath $(PY)) bash egs/synthetic/run.sh
 
+# the test suite and the docstring examples of mowe/ (SpeechBrain's --doctest-modules)
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --doctest-modules mowe tests
 
 bench: setup
 	$(PY) bench/routing_overhead.py

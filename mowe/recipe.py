@@ -15,6 +15,10 @@ def split_overrides_files(argv):
     -------
     (list, list)
         The remaining arguments and the override files, in order.
+
+    >>> split_overrides_files(["t.yaml", "--overrides_file=a.yaml", "--lr=1",
+    ...                        "--overrides_file", "b.yaml"])
+    (['t.yaml', '--lr=1'], ['a.yaml', 'b.yaml'])
     """
     rest, files, args = [], [], list(argv)
     while args:

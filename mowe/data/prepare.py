@@ -320,7 +320,12 @@ class DurationFilter:
         return cls(args.min_duration, args.max_duration)
 
     def reason(self, duration):
-        """Why ``duration`` is out of range (a skip reason), or ``None`` if it is kept."""
+        """Why ``duration`` is out of range (a skip reason), or ``None`` if it is kept.
+
+        >>> keep = DurationFilter(min_duration=0.5, max_duration=30)
+        >>> keep.reason(12.0) is None, keep.reason(31.5)
+        (True, 'too long: 31.50 s > 30 s')
+        """
         if duration <= 0:
             return "empty audio: 0 s"
         if self.min_duration is not None and duration < self.min_duration:
