@@ -20,6 +20,11 @@ _options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cm
 . ./cmd.sh
 
 tag=${tag:-${row}_${llm}}
+data_dir=data
+provision_command=()     # hub ids (or local mirrors given as overrides): nothing to convert
+pretrained_dir=""
+. "$recipes_dir/paper_rows.sh"
+paper_row_args "$row" "$llm"
 # the recipe's conf/train.yaml lists the rows it supports (paper_rows)
 rows=$("$python" -c 'import sys, ruamel.yaml
 print(" ".join(ruamel.yaml.YAML(typ="safe").load(open(sys.argv[1])).get("paper_rows") or []))' \
@@ -29,11 +34,6 @@ if [ -n "$rows" ]; then
     echo "$0: --row $row is not one of this recipe's rows ($train_config: $rows)" >&2; exit 2 ;;
   esac
 fi
-data_dir=data
-provision_command=()     # hub ids (or local mirrors given as overrides): nothing to convert
-pretrained_dir=""
-. "$recipes_dir/paper_rows.sh"
-paper_row_args "$row" "$llm"
 # the judge prompt and rating rule (used when score_args names a judge): AudioBench's
 judge_template=${judge_template:-$paper_judge_template}
 [ -n "${score_args+x}" ] || score_args=()

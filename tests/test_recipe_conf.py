@@ -93,8 +93,24 @@ def test_recipe_config_builds_the_paper_model(tmp_path):
 
 
 def test_run_sh_refuses_a_row_the_recipe_does_not_list(tmp_path):
+    conf = tmp_path / "train.yaml"
+    conf.write_text("extends: " + SHARED + "\npaper_rows: [table3]\n")
     recipe = os.path.join(REPO, "egs", "meld")
-    result = subprocess.run(["bash", "run.sh", "--row", "table9", "--tag", "pytest_row"],
-                            cwd=recipe, capture_output=True, text=True,
-                            env=dict(os.environ, MOWE_PYTHON=sys.executable))
-    assert result.returncode == 2 and "--row table9 is not one of this recipe's rows" in result.stderr
+    result = subprocess.run(["bash", "run.sh", "--row", "table5", "--train_config", str(conf),
+                             "--tag", "pytest_row"], cwd=recipe, capture_output=True,
+                            text=True, env=dict(os.environ, MOWE_PYTHON=sys.executable))
+    assert result.returncode == 2, result.stderr
+    assert "--row table5 is not one of this recipe's rows" in result.stderr
+    assert not os.path.exists(os.path.join(recipe, "exp", "pytest_row"))
+
+
+def test_template_config_builds_the_offline_model(tmp_path):
+    from mowe.testing import make_tiny_pretrained_dir
+
+    pretrained = make_tiny_pretrained_dir(str(tmp_path / "pretrained"))
+    conf = os.path.join(REPO, "egs", "TEMPLATE", "conf", "train.yaml")
+    _, _, _, hparams = load_recipe_hparams([
+        conf, f"--output_folder={tmp_path / 'exp'}", f"--data_folder={tmp_path}",
+        f"--pretrained_dir={pretrained}", "--spec={adapter_dim: 32, lora_rank: 4}"])
+    assert hparams["tasks"] == ["asr", "er", "aqa", "sqa", "ac"]
+    assert hparams["number_of_epochs"] == 2 and hparams["model"].mixture is not None
