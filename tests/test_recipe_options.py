@@ -128,3 +128,35 @@ def test_missing_pretrained_dir_says_so_and_how_to_create_it(tmp_path):
     assert "Repo id must be" not in result.stderr
     assert f"folder {tmp_path}/nowhere/whisper-tiny.en is not a directory" in result.stderr
     assert f"python -m mowe.pretrained --out {tmp_path}/nowhere" in result.stderr
+
+
+def test_train_and_decode_args_reach_the_entry_points(tmp_path):
+    """--train_args / --decode_args / --decode_config pass through to recipes/train.py and
+    recipes/decode.py (a stand-in interpreter records their command lines)."""
+    import shutil
+
+    record = tmp_path / "calls.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/usr/bin/env bash\n"
+                    f'case "$1" in -c|-m) exec {sys.executable} "$@" ;; esac\n'
+                    f'printf "%s\\n" "$*" >> {record}\n')
+    fake.chmod(0o755)
+    tag = f"pytest_args_{os.getpid()}"
+    try:
+        result = subprocess.run(
+            ["bash", "run.sh", "--stage", "3", "--stop_stage", "4", "--tag", tag,
+             "--systems", "baseline", "--python", str(fake),
+             "--train_args", "--lr=1e-4 --number_of_epochs=3 '--spec={lora_rank: 4}'",
+             "--decode_args", "--beam_size=4 --repetition_penalty=1.1"],
+            cwd=RECIPE, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        train, decode = record.read_text().splitlines()
+    finally:
+        shutil.rmtree(os.path.join(RECIPE, "exp", tag), ignore_errors=True)
+    assert "recipes/train.py conf/train.yaml" in train
+    assert train.endswith("--lr=1e-4 --number_of_epochs=3 --spec={lora_rank: 4}")
+    assert "recipes/decode.py conf/train.yaml" in decode
+    # decoding rebuilds the trained model: it gets the training overrides too
+    assert "--lr=1e-4 --number_of_epochs=3 --spec={lora_rank: 4}" in decode
+    assert decode.endswith("--decode_config=conf/decode.yaml --beam_size=4 "
+                           "--repetition_penalty=1.1")
