@@ -8,7 +8,9 @@ The YAML provides ``model``, ``opt_class``, ``epoch_counter``, ``checkpointer``,
 ``egs/synthetic/conf/train.yaml``). Training resumes from the newest checkpoint in
 ``save_folder``. Model-spec keys are overridden through the included spec, e.g.
 ``--spec "{mixture: null}"`` for the base-only baseline. ``--overrides_file=FILE``
-(repeatable) applies a YAML file of overrides first (the paper's table rows).
+(repeatable) applies a YAML file of overrides first (the paper's table rows). A recipe's
+``conf/train.yaml`` may ``extends: SHARED.yaml`` (``mowe.recipe.expand_extends``).
+Curves: ``tensorboard --logdir <output_folder>/tensorboard`` (``dashboard`` hparam).
 
 Optional hparams: ``sorting`` (SpeechBrain's convention: ``random`` shuffles each epoch,
 the default; ``ascending`` / ``descending`` order the clips by duration, e.g. to compare
