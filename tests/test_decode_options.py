@@ -128,3 +128,32 @@ def test_every_recipe_decode_config_is_valid():
     for config in configs:
         _, kwargs = decode_settings([f"--decode_config={config}"])
         assert "num_beams" in kwargs and "max_new_tokens" in kwargs, config
+
+
+def test_audio_llm_generate_takes_the_decode_settings(tmp_path):
+    """The settings decode.py forwards work through AudioLLM.generate (prompt given as
+    embeddings): beam 1 equals the default greedy answers; beam 4 and sampling run."""
+    import os
+
+    from mowe.recipe import load_recipe_hparams
+    from mowe.testing import make_tiny_pretrained_dir
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pretrained = make_tiny_pretrained_dir(str(tmp_path / "pretrained"))
+    _, _, _, hparams = load_recipe_hparams([
+        os.path.join(repo, "egs", "TEMPLATE", "conf", "train.yaml"),
+        f"--output_folder={tmp_path / 'exp'}", f"--data_folder={tmp_path}",
+        f"--pretrained_dir={pretrained}", "--spec={adapter_dim: 32, lora_rank: 4}"])
+    model = hparams["model"].eval()
+    torch.manual_seed(0)
+    wav, lens = torch.randn(2, 16000) * 0.1, torch.tensor([1.0, 0.7])
+    prompts = ["Transcribe the speech.", "What emotion?"]
+    with torch.no_grad():
+        greedy = model.generate(wav, lens, prompts, max_new_tokens=6)
+        answers = {}
+        for argv in (["--beam_size=1"], ["--beam_size=4", "--repetition_penalty=1.1"],
+                     ["--do_sample=true", "--top_p=0.9", "--temperature=0.7"]):
+            _, kwargs = decode_settings(argv, {"max_new_tokens": 6})
+            answers[argv[0]] = model.generate(wav, lens, prompts, **kwargs)
+    assert answers["--beam_size=1"] == greedy
+    assert all(len(texts) == 2 for texts in answers.values())
