@@ -117,7 +117,7 @@ def provenance_lines(exp_dir, repo=None):
         lines.append("- toolkit commit: unknown (not a git checkout)")
     commands = _read_lines(os.path.join(exp_dir, "log", "commands.txt"))
     if commands:
-        lines.append("- commands (UTC time, then the command as typed):")
+        lines.append("- commands (UTC time, [recipe folder], the command as typed there):")
         lines += [f"  - `{line}`" for line in commands[-10:]]
     devices = gpus()
     lines.append(f"- machine: {cpu_model()}, {os.cpu_count()} CPU cores; GPU: "

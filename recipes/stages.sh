@@ -69,7 +69,8 @@ mapfile -t decode_extra < <(split_args "${decode_args:-}")
 # The exact command (provenance: RESULTS.md) and the command line with every option's
 # value (the model card).
 mkdir -p "$exp_dir/log"
-echo "$(date -u +%FT%TZ) ${mowe_command_line:-$0}" >>"$exp_dir/log/commands.txt"
+echo "$(date -u +%FT%TZ) [egs/$(basename "$(pwd)")] ${mowe_command_line:-$0}" \
+  >>"$exp_dir/log/commands.txt"
 recipe_command="$(basename "$(dirname "$(pwd)")")/$(basename "$(pwd)")/$(basename "$0")"
 for _option in ${_options:-}; do
   [ "$_option" = python ] || [ -z "${!_option}" ] || recipe_command+=" --$_option ${!_option}"
