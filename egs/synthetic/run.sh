@@ -38,8 +38,7 @@ prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --
 prepare_merge_command=("$python" -m mowe.synth --out "$data_dir/raw" --merge_shards "$nj")
 epoch_args=()
 [ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
-[ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)
-[ "$size" = tiny ] && decode_args="--max_new_tokens=12 $decode_args"  # conf/decode.yaml: 40
+[ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)  # decode.py too: beats conf/decode.yaml
 # Stage 7 (pack): model-card metadata of the packed models.
 pack_args=(--license apache-2.0 --dataset mowe-synthetic-"$size"
            --base_model openai/whisper-tiny.en --base_model HuggingFaceTB/SmolLM2-135M-Instruct)
