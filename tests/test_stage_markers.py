@@ -92,3 +92,37 @@ def test_sweep_refuses_bad_options_before_anything_runs():
     assert result.returncode == 2 and "reference system 'baseline' is not in" in result.stderr
     result = sweep("--help")
     assert result.returncode == 0 and "--seeds" in result.stdout and "--jobs" in result.stdout
+
+
+def test_sweep_trains_every_pair_once_and_reports_with_uncertainty(tiny_run):
+    """Two seeds x two systems on the tiny corpus the tiny_run fixture prepared: each pair
+    trains in its own folder, a rerun skips them all, and RESULTS.md has the study."""
+    import shutil
+    import sys
+
+    from conftest import RECIPE
+
+    tag = "pytest_sweep"
+    shutil.rmtree(os.path.join(RECIPE, "exp", tag), ignore_errors=True)
+    args = ["--stage", "3", "--size", "tiny", "--seed", "1234", "--seeds", "1 2",
+            "--systems", "baseline mowe_dep", "--epochs", "1", "--tag", tag,
+            "--python", sys.executable]
+    first = sweep(*args)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    exp = os.path.join(RECIPE, "exp", tag)
+    for seed in ("1", "2"):
+        for system in ("baseline", "mowe_dep"):
+            log = open(os.path.join(exp, f"seed{seed}.{system}.log")).read()
+            assert "stage 3 (train): done" in log
+            assert os.path.isfile(os.path.join(exp, f"seed{seed}", system, "items.jsonl"))
+        with open(os.path.join(exp, f"seed{seed}", "mowe_dep", "hyperparams.yaml")) as handle:
+            assert f"seed: {seed}\n" in handle.read(), "the training seed is the sweep's"
+    results = open(os.path.join(exp, "RESULTS.md")).read()
+    assert "Mean ± standard deviation over 2 seed(s)" in results
+    assert "| mowe_dep |" in results and "95 % paired" in results
+    assert os.path.isfile(os.path.join(exp, "routing_mowe_dep.png"))
+    again = sweep(*args)
+    assert again.returncode == 0
+    for seed in ("1", "2"):
+        log = open(os.path.join(exp, f"seed{seed}.mowe_dep.log")).read()
+        assert "stage 3 (train): already done" in log and ": start" not in log
