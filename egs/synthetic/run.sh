@@ -2,21 +2,27 @@
 # egs/synthetic: the offline 5-task recipe (ASR, ER, AQA, SQA, AC), end to end.
 #   ./run.sh [--size tiny|small|default] [--seed N] [--stage N] [--stop_stage M]
 #            [--ngpu N] [--num_nodes K] [--cmd local|slurm] [--nj N] [--tag NAME]
-#            [--epochs N] [--systems "baseline mowe ..."]
+#            [--epochs N] [--systems "baseline mowe ..."] [--train_seed N]
 #            [--train_args "--lr=1e-4 ..."] [--decode_args "--beam_size=4 ..."]
 #            [--train_config conf/train.yaml] [--decode_config conf/decode.yaml]
 # --nj N: synthesis and decoding as job arrays of N jobs (local or Slurm).
-# --systems: any of baseline (base encoder only), mowe (+ weak encoders, both routers),
-#   moe_adapter (base only, MoE adapter), mowe_moe_adapter (MoWE + MoE adapter).
+# --seed N: the corpus's seed (and the training seed unless --train_seed is given);
+#   --train_seed N changes training only, on the same corpus (sweep.sh runs seeds).
+# --systems: any of baseline (base encoder only, frozen), baseline_ft (base only, base
+#   encoder fine-tuned), mowe (+ 4 small weak encoders, indep + dep routers), mowe_indep,
+#   mowe_dep, mowe_dep_dep (Table IV router ablations), mowe_pretrained_pool (paper-analog:
+#   Whisper base + 4 pretrained Whisper tiny.en weak encoders,
+#   recipes/conf/model/offline_paper_analog.yaml), moe_adapter (base only, MoE adapter),
+#   mowe_moe_adapter (MoWE + MoE adapter).
 set -euo pipefail
 cd "$(dirname "$0")"
 tools_dir=$(cd ../../tools && pwd)
 
 stage=0 stop_stage=7 size=default seed=1234 ngpu=0 num_nodes=1 cmd=local nj=1 tag="" epochs=""
-systems="baseline mowe"
+systems="baseline mowe" train_seed=""
 train_config=conf/train.yaml decode_config=conf/decode.yaml train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
-_options="stage stop_stage size seed ngpu num_nodes cmd nj tag epochs systems
+_options="stage stop_stage size seed train_seed ngpu num_nodes cmd nj tag epochs systems
           train_config decode_config train_args decode_args python"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
@@ -25,13 +31,20 @@ sizes=$("$python" -c "from mowe.synth.corpus import SIZES; print(' '.join(SIZES)
   || { echo "$0: cannot import mowe with $python (run tools/install.sh)" >&2; exit 2; }
 case " $sizes " in *" $size "*) ;; *)
   echo "$0: --size $size is not a corpus size (choose one of: $sizes)" >&2; exit 2 ;; esac
-known_systems="baseline mowe moe_adapter mowe_moe_adapter"
+known_systems="baseline baseline_ft mowe mowe_indep mowe_dep mowe_dep_dep mowe_pretrained_pool
+               moe_adapter mowe_moe_adapter"
 for system in $systems; do
   case " $known_systems " in *" $system "*) ;; *)
     echo "$0: unknown system '$system' in --systems (known: $known_systems)" >&2; exit 2 ;; esac
 done
 
-tag=${tag:-${size}_seed${seed}}
+case "$train_seed" in ""|*[!0-9]*) [ -z "$train_seed" ] || {
+  echo "$0: --train_seed takes a whole number, not '$train_seed'" >&2; exit 2; } ;; esac
+if [ -z "$train_seed" ] || [ "$train_seed" = "$seed" ]; then
+  train_seed=$seed; tag=${tag:-${size}_seed${seed}}
+else
+  tag=${tag:-${size}_seed${seed}_train${train_seed}}
+fi
 pretrained_dir=$(cd ../.. && pwd)/pretrained
 data_dir=data/${size}_seed${seed}
 prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --seed "$seed")
@@ -42,11 +55,21 @@ epoch_args=()
 # Stage 7 (pack): model-card metadata of the packed models.
 pack_args=(--license apache-2.0 --dataset mowe-synthetic-"$size"
            --base_model openai/whisper-tiny.en --base_model HuggingFaceTB/SmolLM2-135M-Instruct)
+# The paper-analog system needs Whisper base as well (provisioned only then).
+case " $systems " in *" mowe_pretrained_pool "*)
+  provision_command=("$python" -m mowe.pretrained --out "$pretrained_dir" --models
+                     whisper-tiny.en smollm2-135m-instruct whisper-base) ;; esac
+paper_analog=$(cd ../.. && pwd)/recipes/conf/model/offline_paper_analog.yaml
 # Sets system_args: the overrides of one system (baseline = the model without MoWE).
 system_overrides() {
-  system_args=("--seed=$seed" "${epoch_args[@]}")
+  system_args=("--seed=$train_seed" "${epoch_args[@]}")
   case "$1" in
     baseline) system_args+=("--spec={mixture: null}") ;;
+    baseline_ft) system_args+=("--spec={mixture: null, freeze_base_encoder: False}") ;;
+    mowe_indep) system_args+=("--spec={routers: [indep]}") ;;
+    mowe_dep) system_args+=("--spec={routers: [dep]}") ;;
+    mowe_dep_dep) system_args+=("--spec={routers: [dep, dep]}") ;;
+    mowe_pretrained_pool) system_args+=("--overrides_file=$paper_analog") ;;
     moe_adapter) system_args+=("--spec={mixture: null, adapter_kind: moe}") ;;
     mowe_moe_adapter) system_args+=("--spec={adapter_kind: moe}") ;;
   esac

@@ -3,6 +3,8 @@
 score      per-task metrics of one hypothesis file (JSON lines: id, task, instruction,
            hyp, ref) -> OUT/scores.json, OUT/scores.md, OUT/items.jsonl; optional judge.
 aggregate  merge several experiments' scores.json into one markdown RESULTS table.
+study      several seeds of several systems: mean ± std, paired bootstrap differences to a
+           reference system, routing shares per task (egs/synthetic/sweep.sh).
 
 Examples
 --------
@@ -147,6 +149,30 @@ def cmd_aggregate(args):
     return 0
 
 
+def cmd_study(args):
+    from mowe.scoring.routing import plot_routing
+    from mowe.scoring.study import StudyError, study_markdown, summarise
+
+    try:
+        summary = summarise(args.runs, args.systems, args.reference, args.resamples)
+    except StudyError as error:
+        raise SystemExit(f"error: {error}")
+    table = study_markdown(summary)
+    outputs = {}
+    if args.out:
+        outputs[args.out] = table
+        outputs[os.path.splitext(args.out)[0] + ".json"] = json.dumps(summary, indent=2)
+    _write_outputs(outputs)
+    if args.out:
+        for system, shares in summary["routing"].items():
+            png = os.path.join(os.path.dirname(os.path.abspath(args.out)),
+                               f"routing_{system}.png")
+            plot_routing(shares, png, title=f"{system}: data-dependent router per task "
+                         f"(mean over {len(args.runs)} seeds)")
+    print(table, end="")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mowe.scoring", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +212,20 @@ def main(argv=None):
     aggregate.add_argument("--names", nargs="+", help="row names (default: folder names)")
     aggregate.add_argument("--out", help="write the markdown table here too")
     aggregate.set_defaults(func=cmd_aggregate)
+    study = sub.add_parser(
+        "study", help="several seeds of several systems, with uncertainty",
+        description="Mean ± std over seeds per task and system, each system's difference to "
+                    "a reference with a 95 %% paired bootstrap interval over test clips "
+                    "(pooled over seeds), and the data-dependent router's shares per task.")
+    study.add_argument("--runs", nargs="+", required=True,
+                       help="one folder per seed, each holding <system>/items.jsonl")
+    study.add_argument("--systems", nargs="+", required=True)
+    study.add_argument("--reference", default="baseline", help="system the others are "
+                       "compared with (default: baseline)")
+    study.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    study.add_argument("--out", help="write the markdown here, the numbers as .json beside "
+                       "it and routing_<system>.png in its folder")
+    study.set_defaults(func=cmd_study)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return args.func(args)

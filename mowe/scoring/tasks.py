@@ -167,7 +167,15 @@ def deterministic_metrics(task, hyps, refs, java_meteor=True):
                    "substitutions": normalised.substitutions,
                    "deletions": normalised.deletions, "insertions": normalised.insertions,
                    "reference_words": normalised.reference_words}
-        return metrics, [{} for _ in hyps]
+        # Per clip, the normalised edit counts (jiwer aligns each pair on its own, so the
+        # clips' counts add up to the corpus's): what a bootstrap over clips resamples.
+        per_item = []
+        for hyp, ref in zip(hyps, refs):
+            clip = corpus_wer([hyp], [_first(ref)], normalise=True)
+            per_item.append({"word_errors": clip.substitutions + clip.deletions
+                             + clip.insertions,
+                             "reference_words": clip.reference_words})
+        return metrics, per_item
     if task == "er":
         predicted = [answers.extract_emotion(h) for h in hyps]
         gold = [answers.extract_emotion(_first(r)) for r in refs]

@@ -32,6 +32,9 @@ SIZES = {
     # 93% against 99.6% for the empty answer; ASR alone on 300 sentences reached 79%,
     # while 10 epochs over the same 100 only overfit (valid loss flat from epoch 5).
     "default": {"train": {"asr": 300, "*": 100}, "valid": 10, "test": 30},
+    # The evidence study (egs/synthetic/sweep.sh): the default training set and 100 test
+    # clips per task (one clip = 1 point instead of 3.3), for multi-seed comparisons.
+    "study": {"train": {"asr": 300, "*": 100}, "valid": 10, "test": 100},
 }
 
 

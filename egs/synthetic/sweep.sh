@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# egs/synthetic/sweep.sh: several systems x several training seeds on one fixed corpus,
+# reported with uncertainty (the evidence study: does MoWE help?).
+#   ./sweep.sh [--seeds "1 2 3"] [--systems "baseline mowe ..."] [--size study]
+#              [--seed N] [--tag NAME] [--cmd local|slurm] [--jobs N] [--nj N] [--ngpu N]
+#              [--epochs N] [--reference baseline] [--stage N] [--stop_stage M]
+# 1. run.sh stages 0-2 once: provision the models, synthesize the corpus (--seed), validate.
+# 2. every (system, seed) pair: run.sh stages 3-5 (train, decode, score) with
+#    --train_seed SEED in exp/TAG/seedSEED/SYSTEM; each is one $train_cmd and one
+#    $decode_cmd job (a Slurm job each with --cmd slurm), up to --jobs pairs at a time.
+#    Finished pairs are skipped (per-system stage markers), so a rerun resumes the sweep.
+# 3. python -m mowe.scoring study: exp/TAG/RESULTS.md (mean ± std over seeds, paired
+#    bootstrap differences to --reference, routing shares per task, routing_*.png).
+set -euo pipefail
+cd "$(dirname "$0")"
+tools_dir=$(cd ../../tools && pwd)
+
+seeds="1 2 3" size=study seed=1234 tag="" cmd=local jobs=1 nj=1 ngpu=0 epochs=""
+systems="baseline baseline_ft mowe mowe_pretrained_pool mowe_indep mowe_dep mowe_dep_dep"
+reference=baseline stage=0 stop_stage=6
+python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
+_options="seeds systems size seed tag cmd jobs nj ngpu epochs reference stage stop_stage python"
+. "$tools_dir/parse_options.sh"
+for value in $seeds; do
+  case "$value" in *[!0-9]*) echo "$0: --seeds takes whole numbers, not '$value'" >&2; exit 2 ;; esac
+done
+[ -n "$seeds" ] || { echo "$0: --seeds is empty" >&2; exit 2; }
+case " $systems " in *" $reference "*) ;; *)
+  echo "$0: the reference system '$reference' is not in --systems" >&2; exit 2 ;; esac
+[ "$jobs" -ge 1 ] || { echo "$0: --jobs must be at least 1" >&2; exit 2; }
+
+tag=${tag:-sweep_${size}_seed${seed}}
+log() { echo "[$(date '+%F %T')] $*"; }
+common=(--size "$size" --seed "$seed" --cmd "$cmd" --nj "$nj" --ngpu "$ngpu" --python "$python")
+[ -n "$epochs" ] && common+=(--epochs "$epochs")
+
+# 1. models and corpus, once (every seed trains on the same clean data folder)
+if [ "$stage" -le 2 ]; then
+  ./run.sh "${common[@]}" --systems "$systems" --tag "$tag/data" --stage "$stage" \
+    --stop_stage $((stop_stage < 2 ? stop_stage : 2))
+fi
+
+# 2. one (system, seed) pair per background job, at most --jobs at a time
+if [ "$stop_stage" -ge 3 ]; then
+  first=$((stage > 3 ? stage : 3)) last=$((stop_stage < 5 ? stop_stage : 5))
+  mkdir -p "exp/$tag"
+  failed=0 running=0
+  for train_seed in $seeds; do
+    for system in $systems; do
+      if [ "$running" -ge "$jobs" ]; then
+        wait -n || failed=$((failed + 1))
+        running=$((running - 1))
+      fi
+      log "sweep: $system, seed $train_seed (log: exp/$tag/seed$train_seed.$system.log)"
+      ./run.sh "${common[@]}" --systems "$system" --train_seed "$train_seed" \
+        --tag "$tag/seed$train_seed" --stage "$first" --stop_stage "$last" \
+        > "exp/$tag/seed$train_seed.$system.log" 2>&1 &
+      running=$((running + 1))
+    done
+  done
+  while [ "$running" -gt 0 ]; do
+    wait -n || failed=$((failed + 1))
+    running=$((running - 1))
+  done
+  if [ "$failed" -gt 0 ]; then
+    echo "error: $failed (system, seed) pair(s) failed; see exp/$tag/seed*.log (rerun" \
+         "this command to resume: finished pairs are skipped)" >&2
+    exit 1
+  fi
+fi
+
+# 3. the study report
+if [ "$stop_stage" -ge 6 ]; then
+  runs=()
+  for train_seed in $seeds; do runs+=("exp/$tag/seed$train_seed"); done
+  "$python" -m mowe.scoring study --runs "${runs[@]}" --systems $systems \
+    --reference "$reference" --out "exp/$tag/RESULTS.md" > /dev/null
+  log "finished; results: $(pwd)/exp/$tag/RESULTS.md"
+fi

@@ -1,0 +1,211 @@
+"""A multi-seed comparison of systems: mean ± std over seeds and paired bootstrap intervals.
+
+A study is several runs of the same systems on the same test set that differ only in
+the training seed: ``RUN/<system>/items.jsonl`` (per-clip metrics written by
+``python -m mowe.scoring score``) and ``RUN/<system>/hyps.jsonl`` (routing selections)
+for each run folder ``RUN``. For every task's primary metric this module gives
+
+* per system, the mean and sample standard deviation over seeds of the corpus metric;
+* per system against a reference system, the difference of the corpus metric with a 95 %
+  paired bootstrap interval over test clips, pooled over seeds: a resample draws
+  (seed, clip) units with replacement, and both systems are scored on the same units, so
+  the interval reflects test-set sampling and seed variation together;
+* per MoWE system, the share of each task's clips each weak encoder got from the
+  data-dependent router (the paper's Fig. 2).
+
+Corpus WER is recomputed from the resampled clips' edit counts (sum of errors over sum
+of reference words), not averaged per clip.
+
+The bootstrap is written with numpy rather than taken from a library because the
+statistic is a ratio of sums over paired units (WER) and scipy's ``bootstrap`` pairs
+samples but resamples each statistic's inputs as separate arrays of equal weight.
+"""
+
+import json
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+
+from mowe.scoring.report import format_value, metric_label
+from mowe.scoring.routing import routing_shares
+from mowe.scoring.tasks import LOWER_IS_BETTER
+
+# Per task: the primary metric and the per-clip fields that make it (numerator,
+# denominator: the corpus metric is sum(numerator) / sum(denominator), 1 per clip when
+# the denominator is None).
+PRIMARY = {
+    "asr": ("wer", "word_errors", "reference_words"),
+    "er": ("accuracy", "correct", None),
+    "aqa": ("accuracy", "correct", None),
+    "sqa": ("f1", "f1", None),
+    "ac": ("meteor_nltk", "meteor_nltk", None),
+}
+
+
+class StudyError(ValueError):
+    """A study whose runs cannot be compared; the message says what is missing."""
+
+
+def read_items(system_dir):
+    """``{(task, clip id): item}`` from ``system_dir/items.jsonl``."""
+    path = os.path.join(system_dir, "items.jsonl")
+    if not os.path.isfile(path):
+        raise StudyError(f"{path} missing: score the system first "
+                         f"(python -m mowe.scoring score --hyp_file ... --out_dir {system_dir})")
+    items = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                item = json.loads(line)
+                items[(item["task"], item["id"])] = item
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise StudyError(f"{path}:{number}: not an item line ({error})") from error
+    return items
+
+
+def clip_values(items, task):
+    """Sorted clip ids and the (numerator, denominator) arrays of ``task``'s metric."""
+    metric, numerator, denominator = PRIMARY[task]
+    ids = sorted(clip for (t, clip) in items if t == task)
+    missing = [clip for clip in ids if numerator not in items[(task, clip)]
+               or (denominator and denominator not in items[(task, clip)])]
+    if missing:
+        raise StudyError(f"task {task}: items lack {numerator!r} for {len(missing)} clip(s) "
+                         f"(e.g. {missing[0]}): re-score with this version of mowe.scoring")
+    num = np.array([float(items[(task, c)][numerator]) for c in ids])
+    den = np.array([float(items[(task, c)][denominator]) if denominator else 1.0 for c in ids])
+    return ids, num, den
+
+
+def corpus_metric(num, den):
+    return float(num.sum() / max(den.sum(), 1e-12))
+
+
+def load_study(runs, systems):
+    """``{system: {task: [(ids, num, den) per run]}}``, checking every run has the same clips."""
+    data = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        for system in systems:
+            items = read_items(os.path.join(run, system))
+            for task in sorted({t for t, _ in items}):
+                if task not in PRIMARY:
+                    continue
+                data[system][task].append(clip_values(items, task))
+    for system in systems:
+        for task, per_run in data[system].items():
+            if len(per_run) != len(runs):
+                raise StudyError(f"{system}: task {task} is missing from some runs")
+            for other in systems:
+                theirs = data[other].get(task)
+                if theirs is None or [ids for ids, _, _ in theirs] != \
+                        [ids for ids, _, _ in per_run]:
+                    raise StudyError(f"task {task}: {system} and {other} were not scored on "
+                                     f"the same test clips in every run")
+    return data
+
+
+def bootstrap_difference(system_runs, reference_runs, resamples=2000, seed=0):
+    """Difference (system - reference) of the corpus metric over all runs' clips, and its
+    95 % paired bootstrap interval (units = (run, clip) pairs, drawn with replacement)."""
+    num_s = np.concatenate([num for _, num, _ in system_runs])
+    den_s = np.concatenate([den for _, _, den in system_runs])
+    num_r = np.concatenate([num for _, num, _ in reference_runs])
+    den_r = np.concatenate([den for _, _, den in reference_runs])
+    point = corpus_metric(num_s, den_s) - corpus_metric(num_r, den_r)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(num_s), size=(resamples, len(num_s)))
+    diffs = (num_s[draws].sum(1) / np.maximum(den_s[draws].sum(1), 1e-12)
+             - num_r[draws].sum(1) / np.maximum(den_r[draws].sum(1), 1e-12))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return point, float(low), float(high)
+
+
+def summarise(runs, systems, reference, resamples=2000):
+    """Every number of the study as a dict (what :func:`study_markdown` prints)."""
+    if reference not in systems:
+        raise StudyError(f"the reference system {reference!r} is not among {systems}")
+    data = load_study(runs, systems)
+    tasks = sorted(data[reference])
+    summary = {"runs": list(runs), "systems": list(systems), "reference": reference,
+               "tasks": {}, "routing": {}}
+    for task in tasks:
+        metric = PRIMARY[task][0]
+        entry = {"metric": metric, "clips_per_run": len(data[reference][task][0][0]),
+                 "systems": {}}
+        for system in systems:
+            per_seed = [corpus_metric(num, den) for _, num, den in data[system][task]]
+            mean = float(np.mean(per_seed))
+            std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan
+            row = {"per_seed": per_seed, "mean": mean, "std": std}
+            if system != reference:
+                point, low, high = bootstrap_difference(data[system][task],
+                                                        data[reference][task], resamples)
+                row.update(diff=point, ci_low=low, ci_high=high)
+            entry["systems"][system] = row
+        summary["tasks"][task] = entry
+    for system in systems:
+        shares = [routing_shares(os.path.join(run, system, "hyps.jsonl")) for run in runs]
+        if all(shares):
+            pooled = defaultdict(lambda: defaultdict(float))
+            for run_shares in shares:
+                for task, encoders in run_shares.items():
+                    for encoder, share in encoders.items():
+                        pooled[task][encoder] += share / len(shares)
+            summary["routing"][system] = {task: dict(sorted(enc.items()))
+                                          for task, enc in sorted(pooled.items())}
+    return summary
+
+
+def _signed(metric, value):
+    return ("+" if value >= 0 else "−") + format_value(metric, abs(value))
+
+
+def study_markdown(summary):
+    """The study as markdown: a mean ± std table, a difference table, routing shares."""
+    systems, reference = summary["systems"], summary["reference"]
+    tasks = list(summary["tasks"])
+    seeds = len(summary["runs"])
+    lines = [f"Mean ± standard deviation over {seeds} seed(s); test clips per task and seed: "
+             + ", ".join(f"{t.upper()} {summary['tasks'][t]['clips_per_run']}" for t in tasks),
+             "", "| system | " + " | ".join(
+                 f"{t.upper()} {metric_label(summary['tasks'][t]['metric'])}" for t in tasks)
+             + " |", "|---|" + "---|" * len(tasks)]
+    for system in systems:
+        cells = []
+        for task in tasks:
+            row, metric = summary["tasks"][task]["systems"][system], summary["tasks"][task]["metric"]
+            std = "" if math.isnan(row["std"]) else f" ± {format_value(metric, row['std'])}"
+            cells.append(format_value(metric, row["mean"]) + std)
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines += ["", f"Difference to `{reference}` (points; pooled over seeds) with a 95 % paired "
+              "bootstrap interval over test clips; **bold** where the interval excludes 0 "
+              "(↓ metrics: negative is better).", "",
+              "| system | " + " | ".join(t.upper() for t in tasks) + " |",
+              "|---|" + "---|" * len(tasks)]
+    for system in systems:
+        if system == reference:
+            continue
+        cells = []
+        for task in tasks:
+            row, metric = summary["tasks"][task]["systems"][system], summary["tasks"][task]["metric"]
+            text = (f"{_signed(metric, row['diff'])} [{_signed(metric, row['ci_low'])}, "
+                    f"{_signed(metric, row['ci_high'])}]")
+            cells.append(f"**{text}**" if row["ci_low"] > 0 or row["ci_high"] < 0 else text)
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    if summary["routing"]:
+        lines += ["", "Share of each task's test clips the data-dependent router sends to each "
+                  "weak encoder (mean over seeds):", ""]
+        for system, shares in summary["routing"].items():
+            encoders = sorted({e for s in shares.values() for e in s})
+            lines += [f"`{system}`:", "", "| task | " + " | ".join(f"E{e}" for e in encoders)
+                      + " |", "|---|" + "---|" * len(encoders)]
+            for task, share in shares.items():
+                lines.append(f"| {task.upper()} | " + " | ".join(
+                    f"{100 * share.get(e, 0.0):.0f} %" for e in encoders) + " |")
+            lines.append("")
+    direction = ", ".join(sorted(LOWER_IS_BETTER & {e["metric"] for e in summary["tasks"].values()}))
+    if direction:
+        lines.append(f"Lower is better for: {direction}.")
+    return "\n".join(lines).rstrip() + "\n"

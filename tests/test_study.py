@@ -1,0 +1,123 @@
+"""The multi-seed study report: mean ± std, paired bootstrap differences, routing shares."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mowe.scoring.__main__ import main as scoring_main
+from mowe.scoring.study import StudyError, bootstrap_difference, summarise
+from mowe.scoring.tasks import score_rows
+
+
+def write_system(run, system, items, selected=None):
+    folder = run / system
+    folder.mkdir(parents=True)
+    with open(folder / "items.jsonl", "w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write(json.dumps(item) + "\n")
+    with open(folder / "hyps.jsonl", "w", encoding="utf-8") as handle:
+        for n, item in enumerate(items):
+            row = {"id": item["id"], "task": item["task"], "hyp": "", "ref": ""}
+            if selected is not None:
+                row.update(selected=[0, selected(item, n)], routers=["indep", "dep"])
+            handle.write(json.dumps(row) + "\n")
+
+
+def er_items(correct):
+    return [{"id": f"er{n}", "task": "er", "correct": float(c)} for n, c in enumerate(correct)]
+
+
+def asr_items(counts):
+    return [{"id": f"asr{n}", "task": "asr", "word_errors": e, "reference_words": w}
+            for n, (e, w) in enumerate(counts)]
+
+
+def test_mean_std_over_seeds_and_wer_as_a_ratio_of_sums(tmp_path):
+    # ER accuracy per seed: baseline 0.5, 0.5, 0.75; mowe 0.75, 1.0, 1.0
+    base = [[1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 1, 0]]
+    mowe = [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+    # ASR: one long clip with 1 error in 10 words, one short with 2 in 2: corpus WER 3/12
+    asr = [(1, 10), (2, 2)]
+    runs = []
+    for seed in range(3):
+        run = tmp_path / f"seed{seed + 1}"
+        write_system(run, "baseline", er_items(base[seed]) + asr_items(asr))
+        write_system(run, "mowe", er_items(mowe[seed]) + asr_items([(0, 10), (1, 2)]),
+                     selected=lambda item, n: 1 if item["task"] == "asr" else 2)
+        runs.append(str(run))
+    summary = summarise(runs, ["baseline", "mowe"], "baseline", resamples=500)
+    er = summary["tasks"]["er"]["systems"]
+    assert er["baseline"]["per_seed"] == [0.5, 0.5, 0.75]
+    assert er["baseline"]["mean"] == pytest.approx(0.5833333)
+    assert er["baseline"]["std"] == pytest.approx(np.std([0.5, 0.5, 0.75], ddof=1))
+    assert er["mowe"]["diff"] == pytest.approx(11 / 12 - 7 / 12)
+    assert er["mowe"]["ci_low"] <= er["mowe"]["diff"] <= er["mowe"]["ci_high"]
+    asr = summary["tasks"]["asr"]["systems"]
+    assert asr["baseline"]["mean"] == pytest.approx(3 / 12), "not the mean of per-clip WERs"
+    assert asr["mowe"]["diff"] == pytest.approx(1 / 12 - 3 / 12)
+    assert summary["routing"] == {"mowe": {"asr": {1: 1.0}, "er": {2: 1.0}}}
+    assert "baseline" not in summary["routing"], "a base-only system has no routing"
+
+
+def test_bootstrap_interval_excludes_zero_only_for_a_real_difference():
+    rng = np.random.default_rng(1)
+    ids = list(range(200))
+    reference = [(ids, rng.integers(0, 2, 200).astype(float), np.ones(200))]
+    better = [(ids, np.maximum(reference[0][1], rng.integers(0, 2, 200)), np.ones(200))]
+    point, low, high = bootstrap_difference(better, reference, resamples=1000)
+    assert point > 0 and low > 0, "every clip at least as good and many better: excludes 0"
+    same = [(ids, reference[0][1].copy(), np.ones(200))]
+    shuffled = [(ids, rng.permutation(reference[0][1]), np.ones(200))]
+    assert bootstrap_difference(same, reference) == (0.0, 0.0, 0.0)
+    point, low, high = bootstrap_difference(shuffled, reference, resamples=1000)
+    assert low < 0 < high, "same accuracy, clips shuffled: the interval covers 0"
+
+
+def test_runs_that_do_not_share_test_clips_are_refused(tmp_path):
+    write_system(tmp_path / "s1", "baseline", er_items([1, 0]))
+    write_system(tmp_path / "s1", "mowe", er_items([1, 0, 1]))
+    with pytest.raises(StudyError, match="not scored on the same test clips"):
+        summarise([str(tmp_path / "s1")], ["baseline", "mowe"], "baseline")
+    with pytest.raises(StudyError, match="items.jsonl missing"):
+        summarise([str(tmp_path / "s1")], ["baseline", "absent"], "baseline")
+    write_system(tmp_path / "s2", "baseline", [{"id": "a", "task": "asr"}])
+    with pytest.raises(StudyError, match="re-score with this version"):
+        summarise([str(tmp_path / "s2")], ["baseline"], "baseline")
+
+
+def test_scored_asr_items_carry_edit_counts_that_add_up_to_the_corpus():
+    rows = [{"id": "a", "task": "asr", "hyp": "the cat sat", "ref": "the cat sat down"},
+            {"id": "b", "task": "asr", "hyp": "a dog barked loudly", "ref": "a dog barked"},
+            {"id": "c", "task": "asr", "hyp": "", "ref": "hello world"}]
+    scores, items = score_rows(rows)
+    assert sum(i["word_errors"] for i in items) == (scores["asr"]["substitutions"]
+                                                    + scores["asr"]["deletions"]
+                                                    + scores["asr"]["insertions"])
+    assert sum(i["reference_words"] for i in items) == scores["asr"]["reference_words"]
+    assert [i["word_errors"] for i in items] == [1, 1, 2]
+
+
+def test_cli_writes_markdown_json_and_routing_plots(tmp_path, capsys):
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / "study" / f"seed{seed}"
+        write_system(run, "baseline", er_items([1, 0, 0, 1]))
+        write_system(run, "mowe", er_items([1, 1, 0, 1]), selected=lambda item, n: n % 2)
+        runs.append(str(run))
+    out = tmp_path / "study" / "RESULTS_study.md"
+    assert scoring_main(["study", "--runs", *runs, "--systems", "baseline", "mowe",
+                         "--out", str(out), "--resamples", "200"]) == 0
+    text = out.read_text()
+    assert "Mean ± standard deviation over 2 seed(s)" in text
+    assert "| mowe | 75.0 ± 0.0 |" in text and "| baseline | 50.0 ± 0.0 |" in text
+    assert "+25.0 [" in text
+    assert "| ER | 50 % | 50 % |" in text  # encoders 0 and 1 each get half of the clips
+    numbers = json.loads((tmp_path / "study" / "RESULTS_study.json").read_text())
+    assert numbers["tasks"]["er"]["systems"]["mowe"]["mean"] == 0.75
+    assert (tmp_path / "study" / "routing_mowe.png").stat().st_size > 1000
+    assert text in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="reference system 'nobody'"):
+        scoring_main(["study", "--runs", *runs, "--systems", "mowe", "--reference", "nobody"])
+    assert math.isfinite(numbers["tasks"]["er"]["systems"]["mowe"]["ci_low"])
