@@ -13,6 +13,9 @@ SIGUSR1 (Slurm's pre-timeout signal) ends it after the current batch with exit c
 ``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
 are moved to ``HYP_FILE.stale`` and decoding starts over.
 
+``--feature_cache=DIR``: read the frozen base encoder's output from the features step's
+cache (``recipes/features.py``); clips it lacks are encoded live and counted.
+
 Job arrays: ``--shard J/N`` decodes every N-th utterance (sorted ids) into
 ``HYP_FILE.shardJofN``; ``python recipes/decode.py --merge_shards N --hyp_file H
 --test_manifest M`` joins the N shards into ``H`` (atomically), checking that every
@@ -28,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from mowe.atomic import OutputPathError, check_writable, write_text_atomic
+from mowe.features import FeatureCacheError, open_cache
 from mowe.recipe import dataset, load_recipe_hparams
 from mowe.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
 
@@ -127,7 +131,7 @@ def main(argv):
     file refused by :func:`mowe.resume.safe_load`, ends with one ``error:`` line."""
     try:
         return decode(argv)
-    except (OutputPathError, CheckpointFormatError) as error:
+    except (OutputPathError, CheckpointFormatError, FeatureCacheError) as error:
         sys.exit(f"error: {error}")
 
 
@@ -148,6 +152,7 @@ def decode(argv):
         return merge_shards(hyp_file, int(merge), manifest)
     shard = pop_option(argv, "shard")
     shard = parse_shard(shard) if shard else None
+    feature_root = pop_option(argv, "feature_cache")
     _, run_opts, _, hparams = load_recipe_hparams(argv)
     device = getattr(run_opts, "device", None) or "cpu"
     model = hparams["model"].to(device).eval()
@@ -162,9 +167,10 @@ def decode(argv):
     check_checkpoint_stamp(hyp_file, checkpoint.path)
     done = finished_ids(hyp_file)
     routers = model.mixture.router_kinds if model.mixture is not None else []
+    cache = open_cache(feature_root, model)
     test = dataset(hparams["test_manifest"],
                    trim_seconds=getattr(model, "max_audio_seconds", None),
-                   tasks=hparams.get("tasks"))
+                   tasks=hparams.get("tasks"), feature_cache=cache)
     wanted = sorted(test.data_ids)
     if shard:
         wanted = wanted[shard[0] - 1::shard[1]]
@@ -196,7 +202,8 @@ def decode(argv):
             wavs, wav_lens = batch.sig
             hyps, selected = model.generate(wavs, wav_lens, batch.instruction,
                                             max_new_tokens=hparams["max_new_tokens"],
-                                            return_selected=True)
+                                            return_selected=True,
+                                            base_feats=getattr(batch, "base_feats", None))
             for i, utt in enumerate(batch.id):
                 row = {"id": utt, "task": batch.task[i], "instruction": batch.instruction[i],
                        "hyp": hyps[i], "ref": batch.answer[i],
@@ -205,6 +212,10 @@ def decode(argv):
                 out.write(json.dumps(row) + "\n")
             out.flush()
             os.fsync(out.fileno())
+    if cache is not None:
+        log = logger.warning if model.feature_cache_misses else logger.info
+        log("feature cache: %d clips read from the cache, %d encoded live (cache misses)",
+            model.feature_cache_hits, model.feature_cache_misses)
     if unreadable.skipped:
         logger.warning("%d test clips were not decoded: their audio could not be used (%s); "
                        "they are missing from %s", len(unreadable.skipped),
