@@ -17,7 +17,7 @@ Prints the medians, the ratio and the time saved per epoch and per sweep; the la
 is ``name=value`` pairs.
 
 Usage: python bench/feature_cache.py --data_folder DIR [--steps 20] [--system mowe]
-       [--clips 200] [--feature_cache DIR]
+       [--clips 200] [--feature_cache DIR] [--threads 1]
 """
 
 import argparse
@@ -48,12 +48,19 @@ def parse_args():
                         help="features of the first N training clips only (0: all)")
     parser.add_argument("--feature_cache", default=None, help="default: a temp folder")
     parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--spec", default="",
+                        help='extra model-spec overrides, e.g. "whisper_pad_to_30s: True"')
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 keeps the CPU time of a "
+                             "step steady on a loaded machine (no spinning thread pool)")
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from speechbrain.dataio.dataloader import make_dataloader
 
     from mowe.data.collate import SkipUnreadableClips
@@ -63,8 +70,10 @@ def main():
     argv = [args.config, "--output_folder", tempfile.mkdtemp(), "--data_folder",
             args.data_folder, "--pretrained_dir", args.pretrained_dir,
             f"--batch_size={args.batch_size}"]
-    if args.system == "baseline":
-        argv.append("--spec={mixture: null}")
+    spec = [item for item in (args.spec, "mixture: null" if args.system == "baseline"
+                              else "") if item]
+    if spec:
+        argv.append("--spec={" + ", ".join(spec) + "}")
     _, _, _, hparams = load_recipe_hparams(argv)
     model = hparams["model"]
     trim = model.max_audio_seconds

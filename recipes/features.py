@@ -40,6 +40,46 @@ def parse_shard(text):
     return index, count
 
 
+def declared_blockers(argv):
+    """:func:`mowe.features.cache_blockers` read from the YAML text, before any model is
+    built: loading a large LLM only to find a trainable encoder would cost minutes.
+
+    Looks at the ``make_encoder`` node of the top-level ``model``; returns None when the
+    YAML does not have that shape (the built model is checked then).
+    """
+    import ruamel.yaml
+    import speechbrain as sb
+    from hyperpyyaml.core import resolve_references
+
+    from mowe.recipe import merge_overrides, split_overrides_files
+
+    try:
+        args, files = split_overrides_files(list(argv))
+        hparams_file, _, overrides = sb.parse_arguments(args)
+        if files:
+            overrides = merge_overrides(files, overrides)
+        with open(hparams_file, encoding="utf-8") as handle:
+            text = resolve_references(handle, overrides).getvalue()
+        node = ruamel.yaml.YAML().load(text)["model"]["base_encoder"]
+    except Exception:  # noqa: BLE001  (any other shape: decided on the built model)
+        return None
+    if "make_encoder" not in str(getattr(getattr(node, "tag", None), "value", "")):
+        return None
+    reasons = []
+    if not node.get("freeze", False):
+        reasons.append("the base encoder is trainable (freeze_base_encoder: False)")
+    augment = node.get("augment")
+    for module in augment if isinstance(augment, list) else [augment]:
+        if module is None:
+            continue
+        tag = str(getattr(getattr(module, "tag", None), "value", ""))
+        if not tag.endswith("SpecAugment") or not isinstance(module, dict) or any(
+                module.get(key, default) for key, default in (("time_masks", 2),
+                                                              ("freq_masks", 2))):
+            reasons.append("augmentation touches its input (spec_augment)")
+    return reasons
+
+
 def main(argv):
     if any(arg in ("-h", "--help") for arg in argv):
         print(__doc__)
@@ -51,6 +91,11 @@ def main(argv):
         sys.exit("error: --feature_cache=DIR is required")
     shard = parse_shard(pop_option(argv, "shard") or "1/1")
     dtype = pop_option(argv, "feature_dtype") or "float32"
+    blockers = declared_blockers(argv)
+    if blockers:
+        logger.info("features: skipped, the base encoder's outputs cannot be cached (%s); "
+                    "training and decoding run it on every batch", "; ".join(blockers))
+        return 0
     _, run_opts, _, hparams = load_recipe_hparams(argv)
     model = hparams["model"]
     blockers = cache_blockers(model.base_encoder)

@@ -12,7 +12,8 @@
 #         model folder with a model card per system: exp/<tag>/packed/<system>).
 # Variables used: stage stop_stage tag train_config pretrained_dir data_dir ngpu
 #                 systems prepare_command (an array), use_features (default true),
-#                 feature_dir (default $data_dir/features), score_args (optional array:
+#                 feature_dir (default $data_dir/features), feature_dtype (float32 or
+#                 float16), score_args (optional array:
 #                 extra `python -m mowe.scoring score` options, e.g. a judge), pack_args
 #                 (optional array: extra `python -m mowe.pack` options, e.g. --license,
 #                 --dataset, --base_model, --push_to_hub REPO) and the function
@@ -111,15 +112,17 @@ validate() {
 # skipped with a log line.
 use_features=${use_features:-true}
 feature_dir=${feature_dir:-$data_dir/features}
+feature_dtype=${feature_dtype:-float32}  # float16 halves the disk (loss changes ~1e-6)
 feature_args=()
-[ "$use_features" = true ] && feature_args=(--feature_cache="$feature_dir")
+if [ "$use_features" = true ]; then feature_args=(--feature_cache="$feature_dir"); fi
 extract_features() {
   for system in $systems; do
     system_overrides "$system"
     $decode_cmd JOB=1:"$nj" "$exp_dir/log/features_$system.JOB.log" $python \
       "$recipes_dir/features.py" "$train_config" --output_folder="$exp_dir/$system" \
       --data_folder="$data_dir/clean" "${pretrained_args[@]}" "${decode_device_args[@]}" \
-      "${system_args[@]}" --feature_cache="$feature_dir" --shard JOB/"$nj"
+      "${system_args[@]}" --feature_cache="$feature_dir" --feature_dtype="$feature_dtype" \
+      --shard JOB/"$nj"
     grep -h "features: " "$exp_dir/log/features_$system".*.log | sed "s/^.*features: /  $system: /" || true
   done
 }

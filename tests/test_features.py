@@ -214,3 +214,18 @@ def test_entry_point_writes_features_or_says_why_not(tiny_pretrained, tmp_path, 
     assert features_entry.main(augmented) == 0
     assert "features: skipped" in caplog.text and "augmentation" in caplog.text
     assert len(os.listdir(tmp_path / "features")) == 1  # nothing written by the skips
+
+
+def test_skip_is_decided_from_the_yaml_before_loading_models(tmp_path):
+    """The paper recipes' encoders are trainable: the step says so without building an
+    (8B) LLM; a frozen synthetic encoder needs the built model's check."""
+    paper = [os.path.join(REPO, "recipes", "conf", "paper", "train.yaml"),
+             f"--output_folder={tmp_path}", f"--data_folder={tmp_path}",
+             f"--pretrained_dir={tmp_path}"]
+    assert "trainable" in " ".join(features_entry.declared_blockers(paper))
+    synthetic = [os.path.join(REPO, "egs", "synthetic", "conf", "train.yaml"),
+                 f"--output_folder={tmp_path}", f"--data_folder={tmp_path}",
+                 f"--pretrained_dir={tmp_path}"]
+    assert features_entry.declared_blockers(synthetic) == []
+    masked = synthetic + ["--spec={spec_augment: {time_masks: 2}}"]
+    assert "augmentation" in " ".join(features_entry.declared_blockers(masked))
