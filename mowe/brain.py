@@ -262,10 +262,15 @@ class MoWEBrain(sb.Brain):
 
     # ----------------------------------------------------------- forward / loss
     def compute_forward(self, batch, stage):
-        """Run the AudioLLM on a batch with ``sig``, ``instruction`` and ``answer``."""
+        """Run the AudioLLM on a batch with ``sig``, ``instruction`` and ``answer`` (and
+        ``base_feats``, precomputed base-encoder features, when the dataset has them)."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        return self.modules.model(wavs, wav_lens, batch.instruction, batch.answer)
+        base_feats = getattr(batch, "base_feats", None)
+        if base_feats is None:  # keeps the call of models that take no base_feats
+            return self.modules.model(wavs, wav_lens, batch.instruction, batch.answer)
+        return self.modules.model(wavs, wav_lens, batch.instruction, batch.answer,
+                                  base_feats=base_feats)
 
     def compute_objectives(self, outputs, batch, stage):
         """L = L_next-token + λ L_MoWE; records the parts and the routing choices."""

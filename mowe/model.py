@@ -10,6 +10,7 @@ number), right-padded for training and left-padded for generation, so that a bat
 decodes exactly as its samples would one by one.
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +21,7 @@ from speechbrain.utils.checkpoints import (mark_as_loader, mark_as_saver,
 from mowe.encoders import trim_batch
 
 IGNORE_INDEX = -100
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,6 +132,9 @@ class AudioLLM(nn.Module):
         self.system_prompt = system_prompt
         self.audio_placeholder = audio_placeholder
         self._prompt_cache = {}
+        # clips whose base features came from a feature cache / were encoded live instead
+        self.feature_cache_hits = 0
+        self.feature_cache_misses = 0
 
     @property
     def tokenizer(self):
@@ -204,11 +209,20 @@ class AudioLLM(nn.Module):
             )
 
     # ---------------------------------------------------------------- audio side
-    def encode_features(self, wav, wav_lens):
+    def encode_features(self, wav, wav_lens, base_feats=None):
         """Audio -> ``z = z_base ⊕_f z_MoWE``, the adapter's input.
 
         Clips are first cut to ``max_audio_seconds``, so that every encoder sees the same
         audio and each encoder's frame at time t comes from the audio at time t.
+
+        Arguments
+        ---------
+        wav, wav_lens : torch.Tensor
+            Audio batch.
+        base_feats : list, optional
+            Per clip, its precomputed base-encoder output
+            (:class:`mowe.features.CachedFeatures`) or None (a cache miss: that clip is
+            encoded live, counted in ``feature_cache_misses`` and warned about).
 
         Returns
         -------
@@ -224,7 +238,10 @@ class AudioLLM(nn.Module):
         mowe : mowe.mixture.MoWEOutput or None
         """
         wav, wav_lens = trim_batch(wav, wav_lens, self.max_audio_seconds)
-        z_base, base_lens = self.base_encoder(wav, wav_lens)
+        if base_feats is None:
+            z_base, base_lens = self.base_encoder(wav, wav_lens)
+        else:
+            z_base, base_lens = self._cached_base_features(wav, wav_lens, base_feats)
         mowe = None
         feats = z_base
         if self.mixture is not None:
@@ -235,7 +252,42 @@ class AudioLLM(nn.Module):
             adapter_lens = torch.full_like(base_lens, feats.shape[1])
         return feats, adapter_lens, base_lens, mowe
 
-    def encode_audio(self, wav, wav_lens):
+    def _cached_base_features(self, wav, wav_lens, cached):
+        """``(z_base, base_lens)`` from precomputed features; the clips without any are
+        encoded live (and counted). Frames past a clip's valid length are zero: the
+        mixture, routers and adapters read only the valid ones."""
+        if len(cached) != wav.shape[0]:
+            raise ValueError(f"{len(cached)} cached feature entries for a batch of "
+                             f"{wav.shape[0]} clips")
+        missing = [i for i, entry in enumerate(cached) if entry is None]
+        self.feature_cache_hits += len(cached) - len(missing)
+        rows, lens = [None] * len(cached), [0] * len(cached)
+        if missing:
+            if not self.feature_cache_misses:
+                logger.warning("feature cache: %d of %d clips of a batch have no cached "
+                               "base-encoder features: encoding them live (counted; "
+                               "see the summary at the end)", len(missing), len(cached))
+            self.feature_cache_misses += len(missing)
+            index = torch.tensor(missing, device=wav.device)
+            live, live_lens = self.base_encoder(wav[index], wav_lens[index])
+            fixed = getattr(self.base_encoder, "fixed_length", False)
+            for j, i in enumerate(missing):
+                lens[i] = int(live_lens[j])
+                rows[i] = live[j] if fixed else live[j, :lens[i]]
+        dtype = next((r.dtype for r in rows if r is not None), None)
+        if dtype is None:
+            dtype = next(self.base_encoder.parameters()).dtype
+        for i, entry in enumerate(cached):
+            if entry is not None:
+                rows[i] = entry.feats.to(wav.device, dtype)
+                lens[i] = entry.length
+        frames = max(row.shape[0] for row in rows)
+        z_base = rows[0].new_zeros(len(rows), frames, rows[0].shape[-1])
+        for i, row in enumerate(rows):
+            z_base[i, : row.shape[0]] = row
+        return z_base, torch.tensor(lens, dtype=torch.long, device=wav.device)
+
+    def encode_audio(self, wav, wav_lens, base_feats=None):
         """Audio -> LLM-width audio tokens.
 
         Returns
@@ -246,13 +298,13 @@ class AudioLLM(nn.Module):
             ``[B]`` valid tokens per clip.
         mowe : mowe.mixture.MoWEOutput or None
         """
-        embeds, token_lens, mowe, _ = self.encode_audio_with_aux(wav, wav_lens)
+        embeds, token_lens, mowe, _ = self.encode_audio_with_aux(wav, wav_lens, base_feats)
         return embeds, token_lens, mowe
 
-    def encode_audio_with_aux(self, wav, wav_lens):
+    def encode_audio_with_aux(self, wav, wav_lens, base_feats=None):
         """:meth:`encode_audio` plus the adapter's auxiliary outputs: a dict
         (``balance_loss``, ``expert_counts``) for the MoE adapter, else None."""
-        feats, adapter_lens, _, mowe = self.encode_features(wav, wav_lens)
+        feats, adapter_lens, _, mowe = self.encode_features(wav, wav_lens, base_feats)
         aux = None
         if getattr(self.adapter, "returns_aux", False):
             tokens, token_lens, aux = self.adapter(feats, adapter_lens)
@@ -328,7 +380,7 @@ class AudioLLM(nn.Module):
         return embeds, mask, (labels if answers is not None else None)
 
     # ------------------------------------------------------------------ training
-    def forward(self, wav, wav_lens, instructions, answers):
+    def forward(self, wav, wav_lens, instructions, answers, base_feats=None):
         """Next-token loss on the answers, plus the routing loss.
 
         Arguments
@@ -338,12 +390,14 @@ class AudioLLM(nn.Module):
         wav_lens : torch.Tensor
             ``[B]`` relative lengths.
         instructions, answers : list of str
+        base_feats : list, optional
+            Precomputed base-encoder features per clip (see :meth:`encode_features`).
 
         Returns
         -------
         AudioLLMOutput
         """
-        audio, token_lens, mowe, aux = self.encode_audio_with_aux(wav, wav_lens)
+        audio, token_lens, mowe, aux = self.encode_audio_with_aux(wav, wav_lens, base_feats)
         embeds, mask, labels = self.assemble(audio, token_lens, instructions, answers)
         next_token_loss = self.next_token_loss(embeds, mask, labels)
         answer_tokens = int((labels != IGNORE_INDEX).sum())
@@ -377,7 +431,7 @@ class AudioLLM(nn.Module):
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, wav, wav_lens, instructions, max_new_tokens=64, return_selected=False,
-                 **generate_kwargs):
+                 base_feats=None, **generate_kwargs):
         """Greedy (by default) answers for a batch, left-padded.
 
         Arguments
@@ -388,6 +442,8 @@ class AudioLLM(nn.Module):
         max_new_tokens : int
         return_selected : bool
             Also return the ``[B, n_routers]`` routing selections (or None).
+        base_feats : list, optional
+            Precomputed base-encoder features per clip (see :meth:`encode_features`).
         **generate_kwargs
             Passed to transformers' ``generate`` (e.g. ``num_beams``).
 
@@ -395,7 +451,7 @@ class AudioLLM(nn.Module):
         -------
         list of str (and the selections when ``return_selected``)
         """
-        audio, token_lens, mowe = self.encode_audio(wav, wav_lens)
+        audio, token_lens, mowe = self.encode_audio(wav, wav_lens, base_feats)
         embeds, mask, _ = self.assemble(audio, token_lens, instructions, padding_side="left")
         settings = {"do_sample": False, "num_beams": 1}
         settings.update(generate_kwargs)

@@ -187,6 +187,20 @@ def check_override_types(hparams_file, overrides, document=None):
                  f"({hparams_file} has {key}: {defaults[key]})")
 
 
+def pop_option(argv, name):
+    """Remove ``--name=value`` / ``--name value`` from the list ``argv``; return the value
+    (None when absent): for options of an entry point that are not YAML keys."""
+    for index, arg in enumerate(argv):
+        if arg == f"--{name}" and index + 1 < len(argv):
+            value = argv[index + 1]
+            del argv[index:index + 2]
+            return value
+        if arg.startswith(f"--{name}="):
+            del argv[index]
+            return arg.split("=", 1)[1]
+    return None
+
+
 def load_recipe_hparams(argv):
     """Parse SpeechBrain-style arguments and load the recipe YAML.
 
@@ -248,19 +262,22 @@ def _merge_texts(texts):
     return out.getvalue()
 
 
-def dataset(manifest, max_duration=None, trim_seconds=None, tasks=None):
+def dataset(manifest, max_duration=None, trim_seconds=None, tasks=None, feature_cache=None):
     """A dataset from ``manifest``, dropping (and counting) clips over ``max_duration``.
 
     With ``trim_seconds`` (the model's ``max_audio_seconds``) the clips longer than that
     are read only up to it and counted in the log: they are trimmed, not dropped.
     ``tasks``: the task names entries may use (the hparams' ``tasks``; default the
     toolkit's five). A manifest with bad entries ends the program with one line.
+    ``feature_cache``: a :class:`mowe.features.FeatureCache` whose features the
+    examples carry as ``base_feats``.
     """
     from mowe.data import ManifestError, make_dataset, read_manifest
     from mowe.tasks import TASKS
 
     try:
-        data = make_dataset(manifest, trim_seconds=trim_seconds, tasks=tuple(tasks or TASKS))
+        data = make_dataset(manifest, trim_seconds=trim_seconds, tasks=tuple(tasks or TASKS),
+                            feature_cache=feature_cache)
     except ManifestError as error:
         sys.exit(f"error: {error}")
     if trim_seconds:

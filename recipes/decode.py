@@ -19,6 +19,9 @@ SIGUSR1 (Slurm's pre-timeout signal) ends it after the current batch with exit c
 ``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
 are moved to ``HYP_FILE.stale`` and decoding starts over.
 
+``--feature_cache=DIR``: read the frozen base encoder's output from the features step's
+cache (``recipes/features.py``); clips it lacks are encoded live and counted.
+
 Job arrays: ``--shard J/N`` decodes every N-th utterance (sorted ids) into
 ``HYP_FILE.shardJofN``; ``python recipes/decode.py --merge_shards N --hyp_file H
 --test_manifest M`` joins the N shards into ``H`` (atomically), checking that every
@@ -34,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from mowe.atomic import OutputPathError, check_writable, write_text_atomic
+from mowe.features import FeatureCacheError, open_cache
 from mowe.recipe import dataset, decode_settings, load_recipe_hparams
 from mowe.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
 
@@ -133,7 +137,7 @@ def main(argv):
     file refused by :func:`mowe.resume.safe_load`, ends with one ``error:`` line."""
     try:
         return decode(argv)
-    except (OutputPathError, CheckpointFormatError) as error:
+    except (OutputPathError, CheckpointFormatError, FeatureCacheError) as error:
         sys.exit(f"error: {error}")
 
 
@@ -154,6 +158,7 @@ def decode(argv):
         return merge_shards(hyp_file, int(merge), manifest)
     shard = pop_option(argv, "shard")
     shard = parse_shard(shard) if shard else None
+    feature_root = pop_option(argv, "feature_cache")
     argv, generate_kwargs = decode_settings(argv)
     _, run_opts, _, hparams = load_recipe_hparams(argv)
     generate_kwargs.setdefault("max_new_tokens", hparams["max_new_tokens"])
@@ -170,9 +175,10 @@ def decode(argv):
     check_checkpoint_stamp(hyp_file, checkpoint.path)
     done = finished_ids(hyp_file)
     routers = model.mixture.router_kinds if model.mixture is not None else []
+    cache = open_cache(feature_root, model)
     test = dataset(hparams["test_manifest"],
                    trim_seconds=getattr(model, "max_audio_seconds", None),
-                   tasks=hparams.get("tasks"))
+                   tasks=hparams.get("tasks"), feature_cache=cache)
     wanted = sorted(test.data_ids)
     if shard:
         wanted = wanted[shard[0] - 1::shard[1]]
@@ -203,7 +209,9 @@ def decode(argv):
             batch = batch.to(device)
             wavs, wav_lens = batch.sig
             hyps, selected = model.generate(wavs, wav_lens, batch.instruction,
-                                            return_selected=True, **generate_kwargs)
+                                            return_selected=True,
+                                            base_feats=getattr(batch, "base_feats", None),
+                                            **generate_kwargs)
             for i, utt in enumerate(batch.id):
                 row = {"id": utt, "task": batch.task[i], "instruction": batch.instruction[i],
                        "hyp": hyps[i], "ref": batch.answer[i],
@@ -212,6 +220,10 @@ def decode(argv):
                 out.write(json.dumps(row) + "\n")
             out.flush()
             os.fsync(out.fileno())
+    if cache is not None:
+        log = logger.warning if model.feature_cache_misses else logger.info
+        log("feature cache: %d clips read from the cache, %d encoded live (cache misses)",
+            model.feature_cache_hits, model.feature_cache_misses)
     if unreadable.skipped:
         logger.warning("%d test clips were not decoded: their audio could not be used (%s); "
                        "they are missing from %s", len(unreadable.skipped),

@@ -4,11 +4,16 @@
 # file only sequences them, skips finished stages (.done markers) and launches jobs
 # through $prep_cmd / $train_cmd / $decode_cmd (recipes/cmd.sh).
 #
-# Stages: 0 provision pretrained models, 1 prepare data, 2 validate audio,
+# Stages: 0 provision pretrained models, 1 prepare data, 2 validate audio (then, as a
+#         second step of stage 2 with its own marker 2.features, the base encoder's
+#         features of every clip, computed once when the encoder is frozen and not
+#         augmented: recipes/features.py; use_features=false turns it off),
 #         3 train each system, 4 decode, 5 score, 6 report, 7 pack (a self-contained
 #         model folder with a model card per system: exp/<tag>/packed/<system>).
 # Variables used: stage stop_stage tag train_config pretrained_dir data_dir ngpu
-#                 systems prepare_command (an array), score_args (optional array:
+#                 systems prepare_command (an array), use_features (default true),
+#                 feature_dir (default $data_dir/features), feature_dtype (float32 or
+#                 float16), score_args (optional array:
 #                 extra `python -m mowe.scoring score` options, e.g. a judge), pack_args
 #                 (optional array: extra `python -m mowe.pack` options, e.g. --license,
 #                 --dataset, --base_model, --push_to_hub REPO) and the function
@@ -39,11 +44,11 @@ mkdir -p "$done_dir"
 log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] $*"; }
 
 # run_stage N NAME COMMAND...: run unless outside [stage, stop_stage] or already done.
-# Stages that loop over $systems (train, decode, score, pack) list in their marker the
+# Stages that loop over $systems (features, train, decode, score, pack) list in their marker the
 # systems they finished: adding a system to a finished experiment runs them for the new
 # system only (an empty marker, from before systems were recorded, counts as all done).
 # The report is redone whenever the set of systems changes.
-per_system_stages=" train decode score pack "
+per_system_stages=" features train decode score pack "
 run_stage() {
   local number=$1 name=$2; shift 2
   if [ "$number" -lt "$stage" ] || [ "$number" -gt "$stop_stage" ]; then return 0; fi
@@ -147,12 +152,34 @@ validate() {
     --manifests "${validate_manifests[@]}" --out_dir "$data_dir/clean" "${validate_args[@]}"
   grep -h "kept" "$exp_dir/log/validate.log" | sed 's/^/  /'
 }
+# Features (stage 2, second step): per system (systems sharing a base encoder share its
+# features: the folder is named by the encoder's fingerprint), a job array of nj jobs on
+# the decode launcher (a GPU per job when --ngpu > 0). Each job skips clips already
+# written and shards already finished; an encoder that is trainable or augmented is
+# skipped with a log line.
+use_features=${use_features:-true}
+feature_dir=${feature_dir:-$data_dir/features}
+feature_dtype=${feature_dtype:-float32}  # float16 halves the disk (loss changes ~1e-6)
+feature_args=()
+if [ "$use_features" = true ]; then feature_args=(--feature_cache="$feature_dir"); fi
+extract_features() {
+  for system in $systems; do
+    system_overrides "$system"
+    $decode_cmd JOB=1:"$nj" "$exp_dir/log/features_$system.JOB.log" $python \
+      "$recipes_dir/features.py" "$train_config" --output_folder="$exp_dir/$system" \
+      --data_folder="$data_dir/clean" "${pretrained_args[@]}" "${decode_device_args[@]}" \
+      "${system_args[@]}" --feature_cache="$feature_dir" --feature_dtype="$feature_dtype" \
+      --shard JOB/"$nj"
+    grep -h "features: " "$exp_dir/log/features_$system".*.log | sed "s/^.*features: /  $system: /" || true
+  done
+}
 train_systems() {
   for system in $systems; do
     system_overrides "$system"
     $train_cmd "$exp_dir/log/train_$system.log" "${train_launcher[@]}" "$recipes_dir/train.py" "$train_config" \
       --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
-      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}" "${train_extra[@]}"
+      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}" "${feature_args[@]}" \
+      "${train_extra[@]}"
   done
 }
 decode_systems() {
@@ -160,7 +187,7 @@ decode_systems() {
   for system in $systems; do
     system_overrides "$system"
     args=("$train_config" --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean"
-          "${pretrained_args[@]}" "${system_args[@]}" "${train_extra[@]}")
+          "${pretrained_args[@]}" "${system_args[@]}" "${feature_args[@]}" "${train_extra[@]}")
     args+=("${decode_device_args[@]}" "${decode_extra[@]}")
     if [ "$nj" -gt 1 ]; then  # a job array over nj shards of the test set, then a merge
       $decode_cmd JOB=1:"$nj" "$exp_dir/log/decode_$system.JOB.log" $python \
@@ -201,6 +228,7 @@ pack_systems() {
 run_stage 0 provision provision
 run_stage 1 prepare prepare
 run_stage 2 validate validate
+if [ "$use_features" = true ]; then run_stage 2 features extract_features; fi
 run_stage 3 train train_systems
 run_stage 4 decode decode_systems
 run_stage 5 score score_systems

@@ -19,6 +19,10 @@ replacement, one epoch = as many draws as training clips) and ``init_from`` (a s
 folder of another run, e.g. the ASR-only first stage of two-stage training: its newest
 checkpoint initialises the model when this run has no checkpoint of its own).
 
+Precomputed features: ``--feature_cache=DIR`` (the recipes' features step,
+``recipes/features.py``) makes the batches carry the frozen base encoder's cached output
+instead of running it; clips the cache lacks are encoded live and counted.
+
 Bad input: clips whose audio is missing, unreadable, empty or non-finite are skipped
 and counted; an optimizer step with a non-finite loss or gradients is skipped and
 counted, and more than ``--nonfinite_patience`` (default 3) in a row stop training with
@@ -34,7 +38,8 @@ import sys
 import speechbrain as sb
 
 from mowe.brain import MoWEBrain, NonFiniteLossError
-from mowe.recipe import dataset, load_recipe_hparams
+from mowe.features import FeatureCacheError, open_cache
+from mowe.recipe import dataset, load_recipe_hparams, pop_option
 
 logger = logging.getLogger("mowe.train")
 
@@ -102,6 +107,8 @@ def main(argv):
     if any(arg in ("-h", "--help") for arg in argv):
         print(__doc__)
         return 0
+    argv = list(argv)
+    feature_root = pop_option(argv, "feature_cache")
     hparams_file, run_opts, overrides, hparams = load_recipe_hparams(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -115,8 +122,12 @@ def main(argv):
                                    hyperparams_to_save=hparams_file, overrides=overrides)
     trim = getattr(hparams["model"], "max_audio_seconds", None)  # the model cuts clips
     tasks = hparams.get("tasks")  # optional: a recipe's own task names
-    train = dataset(hparams["train_manifest"], hparams.get("max_duration"), trim, tasks)
-    valid = dataset(hparams["valid_manifest"], hparams.get("max_duration"), trim, tasks)
+    try:
+        cache = open_cache(feature_root, hparams["model"])
+    except FeatureCacheError as error:
+        sys.exit(f"error: {error}")
+    train = dataset(hparams["train_manifest"], hparams.get("max_duration"), trim, tasks, cache)
+    valid = dataset(hparams["valid_manifest"], hparams.get("max_duration"), trim, tasks, cache)
     batches_per_epoch = math.ceil(len(train) / (hparams["batch_size"] * world_size))
     # SpeechBrain steps the optimizer every grad_accumulation_factor batches (a trailing
     # partial accumulation is not stepped)
@@ -155,7 +166,17 @@ def main(argv):
         sys.exit(f"error: {error}")
     finally:
         report_skips(brain)
+        if cache is not None:
+            report_feature_cache(brain.audio_llm)
     return 0
+
+
+def report_feature_cache(model):
+    """Say how many clips came from the feature cache and how many were encoded live."""
+    hits, misses = model.feature_cache_hits, model.feature_cache_misses
+    log = logger.warning if misses else logger.info
+    log("feature cache: %d clip encodings read from the cache, %d encoded live (cache "
+        "misses%s)", hits, misses, ": rerun the features step" if misses else "")
 
 
 def report_skips(brain):

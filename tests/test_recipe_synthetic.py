@@ -81,7 +81,7 @@ def test_damaged_wav_is_reported_and_skipped(tiny_run):
 
 
 def test_entry_points_have_help():
-    for script in ("train.py", "decode.py", "report.py", "validate_data.py"):
+    for script in ("train.py", "decode.py", "report.py", "validate_data.py", "features.py"):
         result = subprocess.run([sys.executable, os.path.join(REPO, "recipes", script), "--help"],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage" in result.stdout.lower(), script

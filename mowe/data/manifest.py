@@ -153,7 +153,8 @@ def read_manifest(path, tasks=TASKS):
     return entries
 
 
-def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None, tasks=TASKS):
+def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None, tasks=TASKS,
+                 feature_cache=None):
     """A SpeechBrain ``DynamicItemDataset`` giving ``id, sig, task, instruction, answer``.
 
     ``sig`` is the waveform, or the :class:`~mowe.data.AudioError` of a clip that cannot
@@ -172,6 +173,10 @@ def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None, 
         Read at most this many seconds of each clip (from its ``start``).
     tasks : tuple of str
         The task names entries may use (default: the toolkit's five).
+    feature_cache : mowe.features.FeatureCache, optional
+        Also give ``base_feats``: the clip's precomputed base-encoder features
+        (:class:`mowe.features.CachedFeatures`), or None when the cache lacks the clip
+        (the model then encodes it live and counts the miss).
     """
     import speechbrain as sb
 
@@ -199,5 +204,14 @@ def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None, 
             return error
 
     dataset.add_dynamic_item(audio_pipeline)
-    dataset.set_output_keys(["id", "sig", "task", "instruction", "answer"])
+    keys = ["id", "sig", "task", "instruction", "answer"]
+    if feature_cache is not None:
+        @sb.utils.data_pipeline.takes("sig")
+        @sb.utils.data_pipeline.provides("base_feats")
+        def feature_pipeline(sig):
+            return None if isinstance(sig, AudioError) else feature_cache.lookup(sig)
+
+        dataset.add_dynamic_item(feature_pipeline)
+        keys.append("base_feats")
+    dataset.set_output_keys(keys)
     return dataset
