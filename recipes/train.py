@@ -21,7 +21,8 @@ Length-aware batching (``mowe.data.batching``), both deterministic per seed and 
 that a resumed run replays its epoch's batches and skips those already trained on:
 ``bucketing: True`` (with ``sorting: random``, no ``sampling_weights``) keeps batches of
 ``batch_size`` clips but draws each from a pool of ``bucket_pool_batches`` batches sorted
-by LLM tokens and seconds: the same number of batches and optimizer steps, less padding.
+by LLM tokens (in steps of 8) then seconds: the same number of batches and optimizer
+steps, less padding.
 ``max_batch_seconds: S`` instead batches by duration with SpeechBrain's
 ``DynamicBatchSampler`` (``num_buckets`` buckets): each batch holds at most S seconds of
 padded audio and a varying number of clips. The global batch is then counted in seconds:
@@ -147,9 +148,10 @@ def train_loader_kwargs(hparams, train, model):
         return {"batch_sampler": sampler, "num_workers": workers}
     if hparams.get("bucketing", False) and sorting == "random" \
             and not hparams.get("sampling_weights"):
-        from mowe.data.batching import BucketBatchSampler, llm_token_counts
+        from mowe.data.batching import BucketBatchSampler, bucket_keys, llm_token_counts
 
-        sampler = BucketBatchSampler(llm_token_counts(model, train), hparams["batch_size"],
+        sampler = BucketBatchSampler(bucket_keys(llm_token_counts(model, train)),
+                                     hparams["batch_size"],
                                      hparams.get("bucket_pool_batches", 16), seed)
         return {"batch_sampler": sampler, "num_workers": workers}
     kwargs = {"batch_size": hparams["batch_size"], "shuffle": sorting == "random",

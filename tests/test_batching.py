@@ -12,7 +12,7 @@ import torch
 from speechbrain.dataio.dataloader import SaveableDataLoader
 from speechbrain.dataio.dataset import DynamicItemDataset
 
-from mowe.data.batching import (BucketBatchSampler, duration_batch_sampler,
+from mowe.data.batching import (BucketBatchSampler, bucket_keys, duration_batch_sampler,
                                 llm_token_counts, padded_share)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +112,8 @@ def test_resume_mid_epoch_continues_with_the_same_batches(tmp_path, kind):
 
     def loader():
         if kind == "bucket":
-            sampler = BucketBatchSampler(llm_token_counts(FakeModel(), dataset), 4, 8, 7)
+            sampler = BucketBatchSampler(bucket_keys(llm_token_counts(FakeModel(), dataset)),
+                                         4, 8, 7)
         else:
             sampler = duration_batch_sampler(dataset, 20.0, 5, seed=7)
         sampler.set_epoch(2)  # what Brain.fit does at the epoch's start
