@@ -74,10 +74,14 @@ def parse_args(argv=None):
                         help="bundled models (random ones of the same size if missing)")
     parser.add_argument("--random_models", action="store_true",
                         help="random models even if the bundled ones exist")
-    parser.add_argument("--manifest", default=None,
+    demo_manifest = os.path.join(ROOT, "egs", "synthetic", "data", "default_seed1234",
+                                 "clean", "train.json")
+    parser.add_argument("--manifest",
+                        default=demo_manifest if os.path.isfile(demo_manifest) else None,
                         help="take clip durations, instructions and answers from this "
                              "manifest (e.g. the synthetic corpus's train.json) instead of "
-                             "the built-in corpus-like set (audio is noise either way)")
+                             "the built-in corpus-like set (audio is noise either way); "
+                             "default: the demo's corpus if `make demo` made it")
     parser.add_argument("--decode_clips", type=int, default=32)
     parser.add_argument("--decode_batch", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=24)
@@ -303,6 +307,7 @@ def run(args):
     whisper_dir, llm_dir, real = model_dirs(args, workdir)
     cpu = torch.device("cpu")
     figures = Figures()
+    print(f"clips: {args.manifest or 'built-in corpus-like set'}")
     print(f"models: {'bundled ' + args.pretrained_dir if real else 'random, same sizes'}"
           f"{' (quick: tiny)' if args.quick else ''}; torch threads "
           f"{torch.get_num_threads()}; rounds {args.rounds}; "
