@@ -302,6 +302,7 @@ def run(args):
     from mowe.model import AudioLLM
 
     skip = set(filter(None, args.skip.split(",")))
+    begun = time.perf_counter()
     torch.manual_seed(0)
     workdir = args.workdir or tempfile.mkdtemp(prefix="mowe_bench_")
     whisper_dir, llm_dir, real = model_dirs(args, workdir)
@@ -382,6 +383,7 @@ def run(args):
     if "gemm" not in skip:
         flops["recipe"] = [step_flops(recipe, recipe_opt, b) for b in pad_batches["bucketed"]]
 
+    print(f"set up in {time.perf_counter() - begun:.0f} s", flush=True)
     # warm-up
     for batch in pad_batches["shuffled"][:1] + pad_batches["bucketed"][:1]:
         train_step(recipe, recipe_opt, batch)
@@ -421,6 +423,7 @@ def run(args):
                     flops["gpu"] = step_flops(model, opt, batch)
                 figures.add("gpu_train_step_over_gemm_peak",
                             flops["gpu"] / times["sparse_m4"] / peak_gpu)
+        print(f"  training steps done at {time.perf_counter() - started:.0f} s", flush=True)
         if "decode" not in skip:
             recipe.eval()
             sequential, alone = timed(decode_one_by_one, cpu)
