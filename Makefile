@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 help:
 	@echo "make demo   install, then run egs/synthetic end to end (the main job)"
 	@echo "make test   install, then run the test suite"
-	@echo "make bench  install, then print the routing-overhead benchmark"
+	@echo "make bench  install, then print the performance ratios (bench/run_all.py)"
 
 setup:
 	bash tools/install.sh --venv $(VENV)
@@ -21,4 +21,4 @@ test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --doctest-modules mowe tests
 
 bench: setup
-	$(PY) bench/routing_overhead.py
+	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py $(BENCH_ARGS)

@@ -133,6 +133,17 @@ class MoWEBrain(sb.Brain):
         model = self.modules.model
         return getattr(model, "module", model)
 
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        """The parent's, plus: a ``batch_sampler`` (length-aware batching) becomes the
+        train sampler in a single process too, so that its ``set_epoch`` is called every
+        epoch (SpeechBrain does it only for the DDP wrapper): each epoch has its own
+        batches, and a resumed epoch replays them."""
+        loader_kwargs = super()._train_loader_specifics(dataset, loader_kwargs)
+        batch_sampler = loader_kwargs.get("batch_sampler")
+        if self.train_sampler is None and hasattr(batch_sampler, "set_epoch"):
+            self.train_sampler = batch_sampler
+        return loader_kwargs
+
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         """The parent's loader, batching with :class:`SkipUnreadableClips` unless the
         caller gives its own ``collate_fn``."""

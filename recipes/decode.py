@@ -16,7 +16,8 @@ writes one line per utterance: ``{"id", "task", "instruction", "hyp", "ref",
 flushed and synced as it is written; rerunning skips utterances already in the file
 (a line cut off by a kill is dropped), so an interrupted decode resumes; SIGTERM or
 SIGUSR1 (Slurm's pre-timeout signal) ends it after the current batch with exit code 75.
-``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
+Clips are decoded longest first in batches of ``decode_batch_size`` (default:
+``batch_size``); batched answers equal one-by-one answers. ``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
 are moved to ``HYP_FILE.stale`` and decoding starts over.
 
 ``--feature_cache=DIR``: read the frozen base encoder's output from the features step's
@@ -195,7 +196,11 @@ def decode(argv):
     from mowe.data.collate import SkipUnreadableClips
 
     unreadable = SkipUnreadableClips()  # such clips are logged, counted and not decoded
-    loader = sb.dataio.dataloader.make_dataloader(subset, batch_size=hparams["batch_size"],
+    # decode_batch_size: generation is memory-bound, so a batch of 8 costs little more
+    # than one clip (bench/run_all.py: batched_over_sequential_decode); answers equal
+    # one-by-one decoding (tests/test_model.py)
+    batch_size = hparams.get("decode_batch_size") or hparams["batch_size"]
+    loader = sb.dataio.dataloader.make_dataloader(subset, batch_size=batch_size,
                                                   collate_fn=unreadable)
     stop = PreemptionFlag().install()  # SIGTERM/SIGUSR1: finish the batch, then exit 75
     with open(hyp_file, "a", encoding="utf-8") as out, torch.no_grad():

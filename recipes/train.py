@@ -23,6 +23,19 @@ Precomputed features: ``--feature_cache=DIR`` (the recipes' features step,
 ``recipes/features.py``) makes the batches carry the frozen base encoder's cached output
 instead of running it; clips the cache lacks are encoded live and counted.
 
+Length-aware batching (``mowe.data.batching``), both deterministic per seed and epoch so
+that a resumed run replays its epoch's batches and skips those already trained on:
+``bucketing: True`` (with ``sorting: random``, no ``sampling_weights``) keeps batches of
+``batch_size`` clips but draws each from a pool of ``bucket_pool_batches`` batches sorted
+by LLM tokens (in steps of 8) then seconds: the same number of batches and optimizer
+steps, less padding.
+``max_batch_seconds: S`` instead batches by duration with SpeechBrain's
+``DynamicBatchSampler`` (``num_buckets`` buckets): each batch holds at most S seconds of
+padded audio and a varying number of clips. The global batch is then counted in seconds:
+``global_batch_seconds: G`` sets the accumulation to ``round(G / (processes x S))``
+batches per optimizer step (else ``grad_accumulation_factor``), and ``global_batch_size``
+(a clip count) is not used.
+
 Bad input: clips whose audio is missing, unreadable, empty or non-finite are skipped
 and counted; an optimizer step with a non-finite loss or gradients is skipped and
 counted, and more than ``--nonfinite_patience`` (default 3) in a row stop training with
@@ -103,6 +116,59 @@ def plan_batches(hparams, world_size):
     return per_process, target // (world_size * per_process)
 
 
+def batch_plan(hparams, world_size):
+    """``(batch_size, grad_accumulation_factor)`` for the run: from ``global_batch_size``
+    (:func:`plan_batches`), or, with ``max_batch_seconds`` (batches of varying clip
+    count), from ``global_batch_seconds`` or ``grad_accumulation_factor``."""
+    seconds = hparams.get("max_batch_seconds")
+    if not seconds:
+        return plan_batches(hparams, world_size)
+    if float(seconds) <= 0:
+        sys.exit(f"error: max_batch_seconds must be positive, not {seconds}")
+    target = hparams.get("global_batch_seconds")
+    if target:
+        accumulation = max(1, round(float(target) / (world_size * float(seconds))))
+    else:
+        accumulation = int(hparams.get("grad_accumulation_factor", 1))
+    if hparams.get("global_batch_size"):
+        logger.info("max_batch_seconds=%s: batches vary in clips; global_batch_size is not "
+                    "used (global batch: %d process(es) x %d batches of <= %s s)", seconds,
+                    world_size, accumulation, seconds)
+    return hparams["batch_size"], accumulation
+
+
+def train_loader_kwargs(hparams, train, model):
+    """The training loader's arguments: shuffled batches (``batch_size``), the ordered
+    ones of ``sorting``, weighted sampling, or a length-aware batch sampler."""
+    sorting = hparams.get("sorting", "random")
+    workers = hparams.get("num_workers", 0)
+    seed = hparams.get("seed", 0)
+    if hparams.get("max_batch_seconds"):
+        if sorting != "random" or hparams.get("sampling_weights"):
+            sys.exit("error: max_batch_seconds batches by duration itself: use it with "
+                     "sorting: random and without sampling_weights")
+        from mowe.data.batching import duration_batch_sampler
+
+        sampler = duration_batch_sampler(train, hparams["max_batch_seconds"],
+                                         hparams.get("num_buckets", 10), seed,
+                                         getattr(model, "max_audio_seconds", None))
+        return {"batch_sampler": sampler, "num_workers": workers}
+    if hparams.get("bucketing", False) and sorting == "random" \
+            and not hparams.get("sampling_weights"):
+        from mowe.data.batching import BucketBatchSampler, bucket_keys, llm_token_counts
+
+        sampler = BucketBatchSampler(bucket_keys(llm_token_counts(model, train)),
+                                     hparams["batch_size"],
+                                     hparams.get("bucket_pool_batches", 16), seed)
+        return {"batch_sampler": sampler, "num_workers": workers}
+    kwargs = {"batch_size": hparams["batch_size"], "shuffle": sorting == "random",
+              "num_workers": workers}
+    if hparams.get("sampling_weights"):
+        kwargs.pop("shuffle")
+        kwargs["sampler"] = weighted_sampler(train, hparams["sampling_weights"], seed)
+    return kwargs
+
+
 def main(argv):
     if any(arg in ("-h", "--help") for arg in argv):
         print(__doc__)
@@ -116,8 +182,8 @@ def main(argv):
             "grad_accumulation_factor" in run_opts.overridden_args:
         sys.exit("error: give either global_batch_size (the accumulation follows from it) "
                  "or --grad_accumulation_factor, not both")
-    hparams["batch_size"], hparams["grad_accumulation_factor"] = plan_batches(hparams,
-                                                                              world_size)
+    hparams["batch_size"], hparams["grad_accumulation_factor"] = batch_plan(hparams,
+                                                                            world_size)
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=hparams_file, overrides=overrides)
     trim = getattr(hparams["model"], "max_audio_seconds", None)  # the model cuts clips
@@ -128,7 +194,16 @@ def main(argv):
         sys.exit(f"error: {error}")
     train = dataset(hparams["train_manifest"], hparams.get("max_duration"), trim, tasks, cache)
     valid = dataset(hparams["valid_manifest"], hparams.get("max_duration"), trim, tasks, cache)
-    batches_per_epoch = math.ceil(len(train) / (hparams["batch_size"] * world_size))
+    sorting = hparams.get("sorting", "random")
+    if sorting not in ("random", "ascending", "descending"):
+        sys.exit(f"error: sorting must be random, ascending or descending, not {sorting!r}")
+    if sorting != "random":  # by duration; SpeechBrain's DDP sampler then keeps the order
+        train = train.filtered_sorted(sort_key="duration", reverse=sorting == "descending")
+    loader_kwargs = train_loader_kwargs(hparams, train, hparams["model"])
+    if "batch_sampler" in loader_kwargs:  # DDP: SpeechBrain shares the batches out
+        batches_per_epoch = math.ceil(len(loader_kwargs["batch_sampler"]) / world_size)
+    else:
+        batches_per_epoch = math.ceil(len(train) / (hparams["batch_size"] * world_size))
     # SpeechBrain steps the optimizer every grad_accumulation_factor batches (a trailing
     # partial accumulation is not stepped)
     steps = hparams["number_of_epochs"] * max(
@@ -137,26 +212,22 @@ def main(argv):
         factory = hparams["lr_scheduler"]
         hparams["lr_scheduler"] = lambda optimizer: factory(optimizer,
                                                             num_training_steps=steps)
-    sorting = hparams.get("sorting", "random")
-    if sorting not in ("random", "ascending", "descending"):
-        sys.exit(f"error: sorting must be random, ascending or descending, not {sorting!r}")
-    if sorting != "random":  # by duration; SpeechBrain's DDP sampler then keeps the order
-        train = train.filtered_sorted(sort_key="duration", reverse=sorting == "descending")
-    loader_kwargs = {"batch_size": hparams["batch_size"], "shuffle": sorting == "random",
-                     "num_workers": hparams.get("num_workers", 0)}
-    if hparams.get("sampling_weights"):
-        loader_kwargs.pop("shuffle")
-        loader_kwargs["sampler"] = weighted_sampler(train, hparams["sampling_weights"],
-                                                    hparams.get("seed", 0))
     if hparams.get("init_from"):
         initialise_from(hparams["model"], hparams["init_from"], hparams["checkpointer"])
     brain = MoWEBrain(modules={"model": hparams["model"]}, opt_class=hparams["opt_class"],
                       hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
-    logger.info("training on %d clips (%d validation), %d optimizer steps; %d process(es) "
-                "x batch %d x %d accumulation = global batch %d", len(train), len(valid),
-                steps, world_size, hparams["batch_size"],
-                brain.grad_accumulation_factor,
-                world_size * hparams["batch_size"] * brain.grad_accumulation_factor)
+    if hparams.get("max_batch_seconds"):
+        logger.info("training on %d clips (%d validation) in %d batches of <= %s s of padded "
+                    "audio, %d optimizer steps; %d process(es) x %d accumulation",
+                    len(train), len(valid), len(loader_kwargs["batch_sampler"]), steps,
+                    hparams["max_batch_seconds"], world_size, brain.grad_accumulation_factor)
+    else:
+        logger.info("training on %d clips (%d validation), %d optimizer steps; %d process(es) "
+                    "x batch %d x %d accumulation = global batch %d%s", len(train),
+                    len(valid), steps, world_size, hparams["batch_size"],
+                    brain.grad_accumulation_factor,
+                    world_size * hparams["batch_size"] * brain.grad_accumulation_factor,
+                    " (length-aware buckets)" if "batch_sampler" in loader_kwargs else "")
     try:
         brain.fit(hparams["epoch_counter"], train, valid,
                   train_loader_kwargs=loader_kwargs,

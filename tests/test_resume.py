@@ -172,7 +172,8 @@ def test_decode_killed_midway_only_decodes_the_rest(setup, tmp_path):
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     hyps = out / "hyps.jsonl"
-    process = subprocess.Popen(command("decode.py", setup, out, "--batch_size=1"),
+    process = subprocess.Popen(command("decode.py", setup, out, "--batch_size=1",
+                                       "--decode_batch_size=1"),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=REPO)
     start = time.time()
@@ -185,7 +186,8 @@ def test_decode_killed_midway_only_decodes_the_rest(setup, tmp_path):
     with open(hyps, "a") as handle:  # as if the kill cut a line in half
         handle.write('{"id": "test_0')
     first = [json.loads(line)["id"] for line in hyps.read_text().splitlines()[:-1]]
-    result = subprocess.run(command("decode.py", setup, out, "--batch_size=1"),
+    result = subprocess.run(command("decode.py", setup, out, "--batch_size=1",
+                                    "--decode_batch_size=1"),
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"decoding {9 - len(first)} utterances ({len(first)} done before)" in result.stderr

@@ -1,0 +1,461 @@
+#!/usr/bin/env python3
+"""Performance ratios of training and decoding, each timed in one run (``make bench``).
+
+Machines are noisy, so every figure is a ratio of two timings taken side by side,
+over interleaved rounds (each round times every configuration once, so a slow spell
+hits all of them alike); each ratio is reported as the median over rounds with its
+interquartile range. Judge a target by the median, with the spread shown.
+
+Models: the bundled offline models (``pretrained/whisper-tiny.en``,
+``pretrained/smollm2-135m-instruct``) when present, else random models of the same
+sizes (timing does not depend on the weights). ``--quick``: tiny random models and two
+rounds, a smoke test of the script only (its numbers mean nothing).
+
+Ratios (CPU, always):
+  train_step_over_gemm_peak    FLOP/s of a full training step of the default recipe's
+                               model (MoWE M=4 sparse, batch 4 of corpus-like clips;
+                               FLOPs counted by torch.utils.flop_counter) over the
+                               FLOP/s of a large fp32 matrix product     (target >= 0.5)
+  padded_tokens_share_before   padded LLM positions with shuffled batches of 4, over an
+  padded_tokens_share_after    epoch of the corpus-like set; after: bucketing (the
+                               recipe's default BucketBatchSampler)
+  padded_audio_share_before / _after   the same for audio samples (encoders' padding)
+  bucketed_over_shuffled_step  step time of the bucketed over the shuffled batches of
+                               the same clips
+  mowe_m4_sparse_over_base     routing_overhead.py's setup: batch 8 of 5 s clips, spread
+                               routing (every sample runs two weak encoders) (<= 1.10)
+  sparse_m16_over_sparse_m4    same setup                                       (<= 1.05)
+  batched_over_sequential_decode   greedy decoding of 32 test-like clips at batch 8 over
+                               one by one (KV cache, generate with inputs_embeds) (<= 0.25)
+  decode_identical             share of clips whose batched answer equals the one-by-one
+  decode_tokens_per_s          answer tokens per second, batched (the only absolute
+                               figure; machine-dependent)
+GPU (only when CUDA is present): gpu_train_step_over_gemm_peak,
+  gpu_mowe_m4_sparse_over_base, gpu_sparse_m16_over_sparse_m4.
+
+The last line holds the figures as ``name=value`` pairs (ratios: the median).
+"""
+
+import argparse
+import functools
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+# Clips like the default synthetic corpus's training set (mowe/synth, size default):
+# per task its share, duration range (s), an instruction and answer lengths (words).
+CORPUS_LIKE = {
+    "asr": (300, (2.3, 4.5), "Transcribe the speech in this clip.", (6, 12)),
+    "er": (100, (1.8, 7.4), "What emotion does the speaker express? Choose one of "
+           "neutral, joy, disgust, sadness, surprise, anger, fear.", (1, 1)),
+    "aqa": (100, (0.7, 3.8), "How many tones do you hear?", (1, 2)),
+    "sqa": (100, (6.1, 9.5), "What is the name of the city?", (1, 3)),
+    "ac": (100, (0.7, 4.1), "Write a caption for this audio.", (3, 14)),
+}
+WORDS = "the a low hum and then clicking burst of noise finally rising tone high".split()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny random models, 2 rounds, few clips: checks the script runs")
+    parser.add_argument("--pretrained_dir", default=os.path.join(ROOT, "pretrained"),
+                        help="bundled models (random ones of the same size if missing)")
+    parser.add_argument("--random_models", action="store_true",
+                        help="random models even if the bundled ones exist")
+    demo_manifest = os.path.join(ROOT, "egs", "synthetic", "data", "default_seed1234",
+                                 "clean", "train.json")
+    parser.add_argument("--manifest",
+                        default=demo_manifest if os.path.isfile(demo_manifest) else None,
+                        help="take clip durations, instructions and answers from this "
+                             "manifest (e.g. the synthetic corpus's train.json) instead of "
+                             "the built-in corpus-like set (audio is noise either way); "
+                             "default: the demo's corpus if `make demo` made it")
+    parser.add_argument("--decode_clips", type=int, default=32)
+    parser.add_argument("--decode_batch", type=int, default=8)
+    parser.add_argument("--max_new_tokens", type=int, default=24)
+    parser.add_argument("--padding_batches", type=int, default=4,
+                        help="batches of each kind timed per round for the bucketing ratio")
+    parser.add_argument("--gemm_size", type=int, default=2048)
+    parser.add_argument("--skip", default="",
+                        help="comma list of parts to skip: gemm,padding,mowe,decode")
+    parser.add_argument("--workdir", default=None, help="where to save random models")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = min(args.rounds, 2)
+        args.decode_clips, args.decode_batch = 4, 2
+        args.max_new_tokens, args.padding_batches, args.gemm_size = 4, 2, 256
+    return args
+
+
+def quantiles(values):
+    """(median, q1, q3) of ``values``."""
+    values = sorted(values)
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return median, q1, q3
+
+
+def timed(fn, device):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    result = fn()
+    sync()
+    return time.perf_counter() - start, result
+
+
+# ------------------------------------------------------------------------ models
+def model_dirs(args, workdir):
+    """(whisper dir, llm dir, real): the bundled models, or random same-size ones."""
+    from mowe.testing import make_tiny_llama, make_tiny_whisper
+
+    whisper = os.path.join(args.pretrained_dir, "whisper-tiny.en")
+    llm = os.path.join(args.pretrained_dir, "smollm2-135m-instruct")
+    if not args.quick and not args.random_models and os.path.isdir(whisper) \
+            and os.path.isdir(llm):
+        return whisper, llm, True
+    if args.quick:
+        return (make_tiny_whisper(os.path.join(workdir, "whisper")),
+                make_tiny_llama(os.path.join(workdir, "llama")), False)
+    return (make_tiny_whisper(os.path.join(workdir, "whisper"), d_model=384, layers=4,
+                              heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536,
+                              vocab_size=51864),
+            make_tiny_llama(os.path.join(workdir, "llama"), hidden_size=576, num_layers=30,
+                            num_heads=9, num_key_value_heads=3, intermediate_size=1536),
+            False)
+
+
+def recipe_model(whisper, llm, workdir, quick):
+    """The default recipe's model (egs/synthetic/conf/train.yaml's spec), MoWE M=4."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    overrides = {"base_encoder_source": whisper, "llm_source": llm,
+                 "pretrained_cache": os.path.join(workdir, "cache"), "num_audio_tokens": 25,
+                 "frames_per_token": 24, "num_weak_encoders": 4,
+                 "freeze_base_encoder": True, "lora_rank": 16,
+                 "lora_targets": ["q_proj", "v_proj"],
+                 "system_prompt": "You answer questions about audio."}
+    if quick:
+        overrides.update(weak_encoder_dim=16, weak_encoder_layers=1, weak_encoder_heads=2,
+                         adapter_dim=32, num_audio_tokens=4, frames_per_token=4)
+    path = os.path.join(ROOT, "recipes", "conf", "model", "audio_llm.yaml")
+    with open(path, encoding="utf-8") as handle:
+        return load_hyperpyyaml(handle, overrides)["model"]
+
+
+def corpus_like(count, seed=0, manifest=None):
+    """Clips like the default synthetic corpus: (seconds, instruction, answer); from
+    ``manifest`` when given."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if manifest:
+        with open(manifest, encoding="utf-8") as handle:
+            entries = list(json.load(handle).values())
+        clips = [(min(float(e["duration"]), 30.0), e["instruction"], e["answer"])
+                 for e in entries]
+        return [clips[i] for i in rng.permutation(len(clips))][:count]
+    total = sum(v[0] for v in CORPUS_LIKE.values())
+    clips = []
+    for task, (share, (low, high), instruction, (wmin, wmax)) in CORPUS_LIKE.items():
+        for _ in range(max(1, round(count * share / total))):
+            words = rng.choice(WORDS, size=int(rng.integers(wmin, wmax + 1)))
+            clips.append((float(rng.uniform(low, high)), instruction, " ".join(words)))
+    order = rng.permutation(len(clips))
+    return [clips[i] for i in order][:count]
+
+
+def audio_batch(clips, device, seed=0):
+    """Noise audio for ``clips``: (wav [B, S], relative lengths, instructions, answers)."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = [int(c[0] * 16000) for c in clips]
+    wav = torch.zeros(len(clips), max(samples))
+    for row, n in enumerate(samples):
+        wav[row, :n] = torch.randn(n, generator=generator) * 0.1
+    lens = torch.tensor([n / max(samples) for n in samples])
+    return (wav.to(device), lens.to(device), [c[1] for c in clips], [c[2] for c in clips])
+
+
+def train_step(model, optimizer, batch):
+    out = model(*batch)
+    loss = out.next_token_loss + 0.1 * out.mowe_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return out
+
+
+def optimizer_for(model):
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+
+def step_flops(model, optimizer, batch):
+    """FLOPs of one training step's forward and backward (matmuls, convolutions,
+    attention: what FlopCounterMode counts; the optimizer's elementwise work is not)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(model, optimizer, batch)
+    return counter.get_total_flops()
+
+
+def gemm_flops_per_s(size, device):
+    """FLOP/s of an fp32 ``size x size`` matrix product (best of three)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)
+    best = min(timed(lambda: torch.mm(a, b), device)[0] for _ in range(3))
+    return 2 * size ** 3 / best
+
+
+# ------------------------------------------------------------------- the parts
+class Figures:
+    """Per-round values of each ratio, and single values."""
+
+    def __init__(self):
+        self.rounds, self.single, self.notes = {}, {}, []
+
+    def add(self, name, value):
+        self.rounds.setdefault(name, []).append(value)
+
+    def report(self, targets):
+        print("figure                            median   [q1, q3]          target")
+        pairs = []
+        for name, values in self.rounds.items():
+            median, q1, q3 = quantiles(values)
+            print(f"{name:32s} {median:8.3f}   [{q1:.3f}, {q3:.3f}]   {targets.get(name, '')}")
+            pairs.append(f"{name}={median:.3f}")
+            pairs.append(f"{name}_iqr={q3 - q1:.3f}")
+        for name, value in self.single.items():
+            print(f"{name:32s} {value:8.3f}   (one value)       {targets.get(name, '')}")
+            pairs.append(f"{name}={value:.3f}")
+        for note in self.notes:
+            print(note)
+        print(" ".join(pairs))
+
+
+def padding_part(model, clips, batch_size, args, device):
+    """Padding shares over an epoch and the rounds' timing closures for the ratio of
+    bucketed to shuffled step time (same clips, same count of batches)."""
+    import numpy as np
+
+    from mowe.data.batching import (BucketBatchSampler, audio_token_estimate, bucket_keys,
+                                    padded_share)
+
+    tokens, seconds = [], []
+    for length, instruction, answer in clips:
+        prefix, suffix = model.prompt_ids(instruction)
+        tokens.append(len(prefix) + len(suffix) + len(model.answer_ids(answer))
+                      + audio_token_estimate(model, length))
+        seconds.append(length)
+    costs = bucket_keys(list(zip(tokens, seconds)))
+    rng = np.random.default_rng(1)
+    order = rng.permutation(len(clips)).tolist()
+    shuffled = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    sampler = BucketBatchSampler(costs, batch_size, pool_batches=16, seed=1)
+    sampler.set_epoch(1)
+    bucketed = list(sampler)
+    shares = {"padded_tokens_share_before": padded_share(shuffled, tokens),
+              "padded_tokens_share_after": padded_share(bucketed, tokens),
+              "padded_audio_share_before": padded_share(shuffled, seconds),
+              "padded_audio_share_after": padded_share(bucketed, seconds)}
+    # timed: the same pool of clips as shuffled batches and as the sampler's batches
+    pool = order[:args.padding_batches * batch_size]
+    timed_sampler = BucketBatchSampler([costs[i] for i in pool], batch_size,
+                                       pool_batches=args.padding_batches, seed=2)
+    timed_sampler.set_epoch(1)
+    kinds = {"shuffled": [[pool[i] for i in range(b, b + batch_size)]
+                          for b in range(0, len(pool), batch_size)],
+             "bucketed": [[pool[i] for i in batch] for batch in timed_sampler]}
+    batches = {kind: [audio_batch([clips[i] for i in batch], device, seed=n)
+                      for n, batch in enumerate(value)] for kind, value in kinds.items()}
+    return shares, batches
+
+
+def run(args):
+    logging.disable(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from routing_overhead import spread_routing
+
+    from mowe.adapters import LinearDownsampleAdapter
+    from mowe.encoders import SmallEncoder, WhisperEncoder
+    from mowe.llm import LanguageModel
+    from mowe.mixture import MixtureOfWeakEncoders
+    from mowe.model import AudioLLM
+
+    skip = set(filter(None, args.skip.split(",")))
+    begun = time.perf_counter()
+    torch.manual_seed(0)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="mowe_bench_")
+    whisper_dir, llm_dir, real = model_dirs(args, workdir)
+    cpu = torch.device("cpu")
+    figures = Figures()
+    print(f"clips: {args.manifest or 'built-in corpus-like set'}")
+    print(f"models: {'bundled ' + args.pretrained_dir if real else 'random, same sizes'}"
+          f"{' (quick: tiny)' if args.quick else ''}; torch threads "
+          f"{torch.get_num_threads()}; rounds {args.rounds}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+    # the default recipe's model, in training (padding, FLOP/s) and decoding
+    recipe = recipe_model(whisper_dir, llm_dir, workdir, args.quick).to(cpu).train()
+    recipe_opt = optimizer_for(recipe)
+    clips = corpus_like(700 if not args.quick else 64, manifest=args.manifest)
+    shares, pad_batches = padding_part(recipe, clips, 4, args, cpu)
+    figures.single.update(shares)
+
+    # routing_overhead.py's configurations (batch 8 of 5 s clips, spread routing)
+    mowe_models = {}
+    if "mowe" not in skip:
+        def mowe_models_on(device):
+            base = WhisperEncoder(whisper_dir, os.path.join(workdir, "cache"))
+            llm = LanguageModel(llm_dir, lora_rank=8, lora_targets=["q_proj", "v_proj"])
+            adapter = functools.partial(LinearDownsampleAdapter, output_dim=512,
+                                        num_tokens=25, frames_per_token=10)
+            built = {}
+            for name, count in (("base", 0), ("sparse_m4", 4), ("sparse_m16", 16)):
+                mix = None
+                if count:
+                    pool = [functools.partial(SmallEncoder, d_model=128, num_layers=2,
+                                              num_heads=4) for _ in range(count)]
+                    mix = functools.partial(MixtureOfWeakEncoders, encoders=pool,
+                                            routers=["indep", "dep"], dispatch="sparse")
+                model = AudioLLM(base, llm, adapter, mix).to(device).train()
+                if model.mixture is not None:
+                    spread_routing(model.mixture)
+                built[name] = (model, optimizer_for(model))
+            batch_size = 2 if args.quick else 8
+            wav = torch.randn(batch_size, 5 * 16000, generator=torch.Generator()
+                              .manual_seed(0)) * 0.1
+            batch = (wav.to(device), torch.ones(batch_size, device=device),
+                     ["Transcribe the speech in this clip, please."] * batch_size,
+                     ["the quick brown fox jumps over the lazy dog near the river bank"]
+                     * batch_size)
+            return built, batch
+        devices = [cpu] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        for device in devices:
+            mowe_models[device.type] = mowe_models_on(device)
+
+    # decoding set: test-like clips, eval mode
+    decode_clips = corpus_like(args.decode_clips, seed=5, manifest=args.manifest)
+    decode_clips.sort(key=lambda c: -c[0])  # recipes/decode.py: longest first
+
+    singles = [audio_batch([clip], cpu, seed=n) for n, clip in enumerate(decode_clips)]
+    groups = []
+    for start in range(0, len(singles), args.decode_batch):
+        part = singles[start:start + args.decode_batch]
+        samples = max(s[0].shape[1] for s in part)
+        wav = torch.zeros(len(part), samples)
+        for row, single in enumerate(part):
+            wav[row, :single[0].shape[1]] = single[0][0]
+        lens = torch.tensor([s[0].shape[1] / samples for s in part])
+        groups.append((wav, lens, [s[2][0] for s in part]))
+
+    def decode_one_by_one():
+        return [recipe.generate(*single[:3], max_new_tokens=args.max_new_tokens)[0]
+                for single in singles]
+
+    def decode_batched():
+        texts = []
+        for group in groups:
+            texts += recipe.generate(*group, max_new_tokens=args.max_new_tokens)
+        return texts
+
+    # flops of a recipe step (counted once per batch kind) and of the MoWE step
+    flops = {}
+    if "gemm" not in skip:
+        flops["recipe"] = [step_flops(recipe, recipe_opt, b) for b in pad_batches["bucketed"]]
+
+    print(f"set up in {time.perf_counter() - begun:.0f} s", flush=True)
+    # warm-up
+    for batch in pad_batches["shuffled"][:1] + pad_batches["bucketed"][:1]:
+        train_step(recipe, recipe_opt, batch)
+    for built, batch in mowe_models.values():
+        for model, opt in built.values():
+            train_step(model, opt, batch)
+
+    for round_index in range(args.rounds):
+        started = time.perf_counter()
+        if "gemm" not in skip:
+            peak = gemm_flops_per_s(args.gemm_size, cpu)
+        if "padding" not in skip or "gemm" not in skip:
+            recipe.train()
+            spent = {"shuffled": 0.0, "bucketed": 0.0}
+            for pair in zip(pad_batches["shuffled"], pad_batches["bucketed"]):
+                for kind, batch in zip(("shuffled", "bucketed"), pair):
+                    spent[kind] += timed(lambda: train_step(recipe, recipe_opt, batch),
+                                         cpu)[0]
+            figures.add("bucketed_over_shuffled_step", spent["bucketed"] / spent["shuffled"])
+            if "gemm" not in skip:
+                achieved = sum(flops["recipe"]) / spent["bucketed"]
+                figures.add("train_step_over_gemm_peak", achieved / peak)
+                figures.add("step_gflops_per_s", achieved / 1e9)
+                figures.add("gemm_gflops_per_s", peak / 1e9)
+        for device_type, (built, batch) in mowe_models.items():
+            device = torch.device(device_type)
+            prefix = "" if device_type == "cpu" else "gpu_"
+            times = {name: timed(lambda m=m, o=o: train_step(m, o, batch), device)[0]
+                     for name, (m, o) in built.items()}
+            figures.add(prefix + "mowe_m4_sparse_over_base", times["sparse_m4"] / times["base"])
+            figures.add(prefix + "sparse_m16_over_sparse_m4",
+                        times["sparse_m16"] / times["sparse_m4"])
+            if device_type == "cuda":
+                peak_gpu = gemm_flops_per_s(8192, device)
+                if round_index == 0:
+                    model, opt = built["sparse_m4"]
+                    flops["gpu"] = step_flops(model, opt, batch)
+                figures.add("gpu_train_step_over_gemm_peak",
+                            flops["gpu"] / times["sparse_m4"] / peak_gpu)
+        print(f"  training steps done at {time.perf_counter() - started:.0f} s", flush=True)
+        if "decode" not in skip:
+            recipe.eval()
+            sequential, alone = timed(decode_one_by_one, cpu)
+            batched, together = timed(decode_batched, cpu)
+            figures.add("batched_over_sequential_decode", batched / sequential)
+            figures.add("decode_identical", sum(a == b for a, b in zip(alone, together))
+                        / len(alone))
+            answer_tokens = sum(len(recipe.tokenizer(t, add_special_tokens=False).input_ids)
+                                + 1 for t in together)
+            figures.add("decode_tokens_per_s", answer_tokens / batched)
+            figures.add("decode_tokens_per_s_one_by_one", answer_tokens / sequential)
+        print(f"round {round_index + 1}/{args.rounds}: {time.perf_counter() - started:.0f} s, "
+              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    if flops.get("recipe"):
+        figures.notes.append(f"recipe step: {sum(flops['recipe']) / len(flops['recipe']) / 1e9:.1f}"
+                             f" GFLOP per batch of 4 (forward + backward)")
+    return figures
+
+
+TARGETS = {"train_step_over_gemm_peak": ">= 0.5", "mowe_m4_sparse_over_base": "<= 1.10",
+           "sparse_m16_over_sparse_m4": "<= 1.05", "batched_over_sequential_decode": "<= 0.25",
+           "decode_identical": "= 1", "padded_tokens_share_after": "< before",
+           "bucketed_over_shuffled_step": "< 1",
+           "gpu_mowe_m4_sparse_over_base": "<= 1.10", "gpu_sparse_m16_over_sparse_m4": "<= 1.05"}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    figures = run(args)
+    figures.report(TARGETS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
