@@ -61,6 +61,7 @@ class RunDashboard:
         self.step_interval = max(1, int(step_interval))
         self._tb = self._wandb = None
         self._started = False
+        self._main = True
 
     def _start(self):
         if self._started:
@@ -68,8 +69,11 @@ class RunDashboard:
         self._started = True
         from speechbrain.utils.distributed import if_main_process
 
-        if not if_main_process():
-            return
+        # SpeechBrain's TensorboardLogger is made on every process: its log_stats is
+        # main_process_only, which broadcasts its result, so under DDP every process must
+        # call it (a call on the main process alone would pair its broadcast with the next
+        # collective of the others, e.g. the checkpointer's). It writes on the main one.
+        self._main = if_main_process()
         if self.tensorboard:
             try:
                 from speechbrain.utils.train_logger import TensorboardLogger
@@ -78,7 +82,7 @@ class RunDashboard:
             except ImportError as error:
                 logger.warning("TensorBoard logging is off: %s (pip install tensorboard)",
                                error)
-        if self.wandb_project:
+        if self.wandb_project and self._main:
             try:
                 import wandb
 
@@ -98,7 +102,7 @@ class RunDashboard:
         if step % self.step_interval or not self.active:
             return
         for name, value in scalars.items():
-            if self._tb is not None:
+            if self._tb is not None and self._main:
                 self._tb.writer.add_scalar(f"step/{name}", value, step)
         if self._wandb is not None:
             self._wandb.log({f"step/{k}": v for k, v in scalars.items()}, step=step)
@@ -109,11 +113,12 @@ class RunDashboard:
             return
         if self._tb is not None:
             self._tb.log_stats(stats_meta=dict(meta), train_stats=train_stats,
-                               valid_stats=valid_stats)
-            for stage, counts in (routing or {}).items():
-                for name, share in routing_shares(counts).items():
-                    self._tb.writer.add_scalar(f"{name}/{stage}", share, epoch)
-            self._tb.writer.flush()
+                               valid_stats=valid_stats)  # every process: see _start
+            if self._main:
+                for stage, counts in (routing or {}).items():
+                    for name, share in routing_shares(counts).items():
+                        self._tb.writer.add_scalar(f"{name}/{stage}", share, epoch)
+                self._tb.writer.flush()
         if self._wandb is not None:
             row = {f"epoch/{k}": v for k, v in meta.items()}
             for stage, stats in (("train", train_stats), ("valid", valid_stats)):
