@@ -76,8 +76,11 @@ def slurm_cluster():
 
 
 def results_table(tag):
+    """The scores table of RESULTS.md (the provenance section after it holds wall times,
+    which differ between any two runs)."""
     text = open(os.path.join(RECIPE, "exp", tag, "RESULTS.md"), encoding="utf-8").read()
-    return [line for line in text.splitlines() if line.startswith("|")]
+    scores = text.split("## Provenance")[0]
+    return [line for line in scores.splitlines() if line.startswith("|")]
 
 
 def test_synthetic_recipe_through_slurm_matches_local(slurm_cluster, tiny_run):

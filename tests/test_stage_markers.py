@@ -80,9 +80,9 @@ def test_a_marker_from_before_systems_were_recorded_counts_as_done(tmp_path):
     assert trained(calls) == []
 
 
-def sweep(*args):
+def sweep(*args, timeout=60):
     return subprocess.run(["bash", os.path.join(REPO, "egs", "synthetic", "sweep.sh"), *args],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_sweep_refuses_bad_options_before_anything_runs():
@@ -107,7 +107,7 @@ def test_sweep_trains_every_pair_once_and_reports_with_uncertainty(tiny_run):
     args = ["--stage", "3", "--size", "tiny", "--seed", "1234", "--seeds", "1 2",
             "--systems", "baseline mowe_dep", "--epochs", "1", "--tag", tag,
             "--python", sys.executable]
-    first = sweep(*args)
+    first = sweep(*args, timeout=1800)  # 4 trainings on 2 CPU cores
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     exp = os.path.join(RECIPE, "exp", tag)
     for seed in ("1", "2"):
@@ -121,7 +121,7 @@ def test_sweep_trains_every_pair_once_and_reports_with_uncertainty(tiny_run):
     assert "Mean ± standard deviation over 2 seed(s)" in results
     assert "| mowe_dep |" in results and "95 % paired" in results
     assert os.path.isfile(os.path.join(exp, "routing_mowe_dep.png"))
-    again = sweep(*args)
+    again = sweep(*args, timeout=300)
     assert again.returncode == 0
     for seed in ("1", "2"):
         log = open(os.path.join(exp, f"seed{seed}.mowe_dep.log")).read()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mowe.scoring.__main__ import main as scoring_main
-from mowe.scoring.study import StudyError, bootstrap_difference, summarise
+from mowe.scoring.study import StudyError, bootstrap_difference, study_markdown, summarise
 from mowe.scoring.tasks import score_rows
 
 
@@ -121,3 +121,33 @@ def test_cli_writes_markdown_json_and_routing_plots(tmp_path, capsys):
     with pytest.raises(SystemExit, match="reference system 'nobody'"):
         scoring_main(["study", "--runs", *runs, "--systems", "mowe", "--reference", "nobody"])
     assert math.isfinite(numbers["tasks"]["er"]["systems"]["mowe"]["ci_low"])
+
+
+def test_a_partial_sweep_reports_what_is_scored_and_lists_the_rest(tmp_path):
+    """Seeds 1-2 of baseline and mowe, seed 1 only of an ablation, nothing of a fourth
+    system: means over the seeds there are, differences over shared seeds, gaps listed."""
+    runs = []
+    for seed in (1, 2):
+        run = tmp_path / f"seed{seed}"
+        write_system(run, "baseline", er_items([1, 0, 0, 1]))
+        write_system(run, "mowe", er_items([1, 1, 0, 1] if seed == 1 else [1, 1, 1, 1]))
+        if seed == 1:
+            write_system(run, "mowe_dep", er_items([0, 0, 0, 1]))
+        runs.append(str(run))
+    systems = ["baseline", "mowe", "mowe_dep", "mowe_pretrained_pool"]
+    with pytest.raises(StudyError, match="items.jsonl missing"):
+        summarise(runs, systems, "baseline")  # strict unless asked
+    summary = summarise(runs, systems, "baseline", resamples=200, allow_missing=True)
+    er = summary["tasks"]["er"]["systems"]
+    assert er["mowe"]["mean"] == pytest.approx(0.875) and er["mowe"]["diff_seeds"] == 2
+    assert er["mowe_dep"]["per_seed"] == [0.25] and math.isnan(er["mowe_dep"]["std"])
+    assert er["mowe_dep"]["diff"] == pytest.approx(0.25 - 0.5), "seed 1's baseline only"
+    assert er["mowe_pretrained_pool"]["per_seed"] == [] and "diff" not in er["mowe_pretrained_pool"]
+    assert summary["missing"] == {"mowe_dep": [runs[1]],
+                                  "mowe_pretrained_pool": runs}
+    text = study_markdown(summary)
+    assert "| mowe_dep | 25.0 (n=1) |" in text
+    assert "| mowe_pretrained_pool | — |" in text
+    assert "- mowe_dep: seed2" in text and "- mowe_pretrained_pool: seed1, seed2" in text
+    with pytest.raises(StudyError, match="no .* pair has been scored"):
+        summarise([str(tmp_path / "nothing")], ["baseline"], "baseline", allow_missing=True)

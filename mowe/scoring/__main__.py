@@ -154,7 +154,8 @@ def cmd_study(args):
     from mowe.scoring.study import StudyError, study_markdown, summarise
 
     try:
-        summary = summarise(args.runs, args.systems, args.reference, args.resamples)
+        summary = summarise(args.runs, args.systems, args.reference, args.resamples,
+                            allow_missing=args.allow_missing)
     except StudyError as error:
         raise SystemExit(f"error: {error}")
     table = study_markdown(summary)
@@ -223,6 +224,9 @@ def main(argv=None):
     study.add_argument("--reference", default="baseline", help="system the others are "
                        "compared with (default: baseline)")
     study.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    study.add_argument("--allow_missing", action="store_true",
+                       help="report the (run, system) pairs scored so far and list the "
+                            "others (a sweep still running) instead of refusing")
     study.add_argument("--out", help="write the markdown here, the numbers as .json beside "
                        "it and routing_<system>.png in its folder")
     study.set_defaults(func=cmd_study)

@@ -83,27 +83,43 @@ def corpus_metric(num, den):
     return float(num.sum() / max(den.sum(), 1e-12))
 
 
-def load_study(runs, systems):
-    """``{system: {task: [(ids, num, den) per run]}}``, checking every run has the same clips."""
-    data = defaultdict(lambda: defaultdict(list))
+def load_study(runs, systems, allow_missing=False):
+    """``({system: {task: {run: (ids, num, den)}}}, {system: [runs without scores]})``.
+
+    Every scored (run, system) pair must cover the same test clips per task as every other
+    pair. A pair with no ``items.jsonl`` is an error unless ``allow_missing`` (a sweep still
+    running, or some systems run at fewer seeds): then it is left out and listed.
+    """
+    data = defaultdict(lambda: defaultdict(dict))
+    missing = defaultdict(list)
     for run in runs:
         for system in systems:
-            items = read_items(os.path.join(run, system))
+            folder = os.path.join(run, system)
+            if allow_missing and not os.path.isfile(os.path.join(folder, "items.jsonl")):
+                missing[system].append(run)
+                continue
+            items = read_items(folder)
             for task in sorted({t for t, _ in items}):
                 if task not in PRIMARY:
                     continue
-                data[system][task].append(clip_values(items, task))
+                data[system][task][run] = clip_values(items, task)
     for system in systems:
+        scored_runs = [run for run in runs if run not in missing[system]]
         for task, per_run in data[system].items():
-            if len(per_run) != len(runs):
+            if sorted(per_run) != sorted(scored_runs):
                 raise StudyError(f"{system}: task {task} is missing from some runs")
             for other in systems:
-                theirs = data[other].get(task)
-                if theirs is None or [ids for ids, _, _ in theirs] != \
-                        [ids for ids, _, _ in per_run]:
+                theirs = data[other].get(task, {})
+                if not theirs and len(missing[other]) < len(runs):
+                    raise StudyError(f"task {task}: {other} has no scores for it "
+                                     f"but {system} has")
+                if not theirs:
+                    continue  # other has no scored run at all (allow_missing)
+                reference_ids = next(iter(theirs.values()))[0]
+                if any(ids != reference_ids for ids, _, _ in per_run.values()):
                     raise StudyError(f"task {task}: {system} and {other} were not scored on "
                                      f"the same test clips in every run")
-    return data
+    return data, {system: runs_ for system, runs_ in missing.items() if runs_}
 
 
 def bootstrap_difference(system_runs, reference_runs, resamples=2000, seed=0):
@@ -122,32 +138,45 @@ def bootstrap_difference(system_runs, reference_runs, resamples=2000, seed=0):
     return point, float(low), float(high)
 
 
-def summarise(runs, systems, reference, resamples=2000):
-    """Every number of the study as a dict (what :func:`study_markdown` prints)."""
+def summarise(runs, systems, reference, resamples=2000, allow_missing=False):
+    """Every number of the study as a dict (what :func:`study_markdown` prints).
+
+    With ``allow_missing``, (run, system) pairs not scored yet are left out and listed
+    under ``"missing"``: a system's mean and std are over the seeds it has (``"seeds"``),
+    its difference to the reference is pooled over the seeds both have.
+    """
     if reference not in systems:
         raise StudyError(f"the reference system {reference!r} is not among {systems}")
-    data = load_study(runs, systems)
-    tasks = sorted(data[reference])
+    data, missing = load_study(runs, systems, allow_missing)
+    tasks = sorted({task for per_task in data.values() for task in per_task})
+    if not tasks:
+        raise StudyError("no (run, system) pair has been scored yet")
     summary = {"runs": list(runs), "systems": list(systems), "reference": reference,
-               "tasks": {}, "routing": {}}
+               "tasks": {}, "routing": {}, "missing": missing}
     for task in tasks:
         metric = PRIMARY[task][0]
-        entry = {"metric": metric, "clips_per_run": len(data[reference][task][0][0]),
+        scored = next(per_run for per_task in data.values() for t, per_run in per_task.items()
+                      if t == task)
+        entry = {"metric": metric, "clips_per_run": len(next(iter(scored.values()))[0]),
                  "systems": {}}
         for system in systems:
-            per_seed = [corpus_metric(num, den) for _, num, den in data[system][task]]
-            mean = float(np.mean(per_seed))
-            std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan
-            row = {"per_seed": per_seed, "mean": mean, "std": std}
-            if system != reference:
-                point, low, high = bootstrap_difference(data[system][task],
-                                                        data[reference][task], resamples)
-                row.update(diff=point, ci_low=low, ci_high=high)
+            per_run = data[system].get(task, {})
+            per_seed = [corpus_metric(num, den) for _, num, den in per_run.values()]
+            row = {"per_seed": per_seed, "seeds": [os.path.basename(run) for run in per_run],
+                   "mean": float(np.mean(per_seed)) if per_seed else math.nan,
+                   "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan}
+            shared = [run for run in per_run if run in data[reference].get(task, {})]
+            if system != reference and shared:
+                point, low, high = bootstrap_difference(
+                    [per_run[run] for run in shared],
+                    [data[reference][task][run] for run in shared], resamples)
+                row.update(diff=point, ci_low=low, ci_high=high, diff_seeds=len(shared))
             entry["systems"][system] = row
         summary["tasks"][task] = entry
     for system in systems:
-        shares = [routing_shares(os.path.join(run, system, "hyps.jsonl")) for run in runs]
-        if all(shares):
+        scored_runs = [run for run in runs if run not in missing.get(system, [])]
+        shares = [routing_shares(os.path.join(run, system, "hyps.jsonl")) for run in scored_runs]
+        if shares and all(shares):
             pooled = defaultdict(lambda: defaultdict(float))
             for run_shares in shares:
                 for task, encoders in run_shares.items():
@@ -176,10 +205,15 @@ def study_markdown(summary):
         cells = []
         for task in tasks:
             row, metric = summary["tasks"][task]["systems"][system], summary["tasks"][task]["metric"]
+            if not row["per_seed"]:
+                cells.append("—")
+                continue
             std = "" if math.isnan(row["std"]) else f" ± {format_value(metric, row['std'])}"
-            cells.append(format_value(metric, row["mean"]) + std)
+            fewer = f" (n={len(row['per_seed'])})" if len(row["per_seed"]) < seeds else ""
+            cells.append(format_value(metric, row["mean"]) + std + fewer)
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
-    lines += ["", f"Difference to `{reference}` (points; pooled over seeds) with a 95 % paired "
+    lines += ["", f"Difference to `{reference}` (points; pooled over the seeds both have) with a 95 % "
+              "paired "
               "bootstrap interval over test clips; **bold** where the interval excludes 0 "
               "(↓ metrics: negative is better).", "",
               "| system | " + " | ".join(t.upper() for t in tasks) + " |",
@@ -190,6 +224,9 @@ def study_markdown(summary):
         cells = []
         for task in tasks:
             row, metric = summary["tasks"][task]["systems"][system], summary["tasks"][task]["metric"]
+            if "diff" not in row:
+                cells.append("—")
+                continue
             text = (f"{_signed(metric, row['diff'])} [{_signed(metric, row['ci_low'])}, "
                     f"{_signed(metric, row['ci_high'])}]")
             cells.append(f"**{text}**" if row["ci_low"] > 0 or row["ci_high"] < 0 else text)
@@ -205,6 +242,12 @@ def study_markdown(summary):
                 lines.append(f"| {task.upper()} | " + " | ".join(
                     f"{100 * share.get(e, 0.0):.0f} %" for e in encoders) + " |")
             lines.append("")
+    if summary.get("missing"):
+        lines += ["", "**Not scored yet** (left out above; — where a system has no seed, "
+                  "n=k where it has k):", ""]
+        for system, runs in summary["missing"].items():
+            lines.append(f"- {system}: " + ", ".join(os.path.basename(r) for r in runs))
+        lines.append("")
     direction = ", ".join(sorted(LOWER_IS_BETTER & {e["metric"] for e in summary["tasks"].values()}))
     if direction:
         lines.append(f"Lower is better for: {direction}.")
