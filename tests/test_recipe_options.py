@@ -160,3 +160,19 @@ def test_train_and_decode_args_reach_the_entry_points(tmp_path):
     assert "--lr=1e-4 --number_of_epochs=3 --spec={lora_rank: 4}" in decode
     assert decode.endswith("--decode_config=conf/decode.yaml --beam_size=4 "
                            "--repetition_penalty=1.1")
+
+
+def test_every_listed_system_is_accepted_and_others_refused():
+    """The systems check reads run.sh's own list (which spans two lines): each listed
+    system passes it (the run then stops at the next check, an impossible stage range)."""
+    text = open(os.path.join(RECIPE, "run.sh"), encoding="utf-8").read()
+    listed = text.split('known_systems="')[1].split('"')[0].split()
+    assert {"mowe_pretrained_pool", "mowe_moe_adapter", "baseline_ft"} <= set(listed)
+    result = run("--tag", "pytest_refused", "--systems", " ".join(listed),
+                 "--stage", "4", "--stop_stage", "2")
+    assert result.returncode == 2 and "--stage 4 is after --stop_stage 2" in result.stderr, \
+        result.stderr
+    result = run("--tag", "pytest_refused", "--systems", "mowe no_such_system")
+    assert result.returncode == 2
+    assert "unknown system 'no_such_system'" in result.stderr
+    assert "mowe_pretrained_pool moe_adapter" in result.stderr, "the list on one line"

@@ -34,8 +34,8 @@ case " $sizes " in *" $size "*) ;; *)
 known_systems="baseline baseline_ft mowe mowe_indep mowe_dep mowe_dep_dep mowe_pretrained_pool
                moe_adapter mowe_moe_adapter"
 for system in $systems; do
-  case " $known_systems " in *" $system "*) ;; *)
-    echo "$0: unknown system '$system' in --systems (known: $known_systems)" >&2; exit 2 ;; esac
+  case " $(echo $known_systems) " in *" $system "*) ;; *)
+    echo "$0: unknown system '$system' in --systems (known: $(echo $known_systems))" >&2; exit 2 ;; esac
 done
 
 case "$train_seed" in ""|*[!0-9]*) [ -z "$train_seed" ] || {
