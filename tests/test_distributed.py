@@ -53,13 +53,22 @@ def test_ddp_two_processes_match_one_process(setup, tmp_path):
     # padding of a batch of 4 against batches of 1 (seen: 1e-6). Tolerance: 1e-4 relative.
     for a, b in zip(one, two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
-    # and so are the weights after three steps
+    # and so are the weights after three steps, up to AdamW's treatment of near-zero
+    # gradients: its update g / (sqrt(v) + eps) turns a rounding difference in such a
+    # gradient into a difference of up to a whole step (seen on one CPU model: 2 of 65,536
+    # elements of one matrix 1.5e-4 apart, the rest within 1e-4; another CPU model: none).
+    # A real DDP fault (no gradient all-reduce, different clips per step) moves most
+    # elements apart, so: at most 0.1 % of a tensor's elements beyond 1e-4, and none beyond
+    # 6e-4 (an AdamW step moves an element by about its learning rate; the three warmup
+    # steps' learning rates sum to at most 3e-4).
     from test_resume import final_weights
 
     w_one, w_two = final_weights(single), final_weights(double)
     for key, value in w_one.items():
         if torch.is_tensor(value) and value.is_floating_point():
-            torch.testing.assert_close(w_two[key], value, rtol=1e-3, atol=1e-4)
+            apart = ~torch.isclose(w_two[key], value, rtol=1e-3, atol=1e-4)
+            assert apart.float().mean() <= 1e-3, (key, int(apart.sum()), value.numel())
+            assert (w_two[key] - value).abs().max() <= 6e-4, key
 
 
 @pytest.fixture(scope="module")
