@@ -245,7 +245,8 @@ else
   log "finished stages $stage-$((stop_stage < last_stage ? stop_stage : last_stage));" \
       "$exp_dir/RESULTS.md is written by stage 6 (report)"
 fi
-if [ -d "$model_dir/save" ] || [ -d "$exp_dir/packed/$last_system" ]; then
+# (a trained checkpoint, not just the save/ folder that stage 2's features step makes)
+if compgen -G "$model_dir/save/CKPT*" > /dev/null || [ -d "$exp_dir/packed/$last_system" ]; then
   model_dir=$(cd "$model_dir" && pwd)
   log "ask the $last_system model about audio ($model_dir):"
   echo "  $python -m mowe.infer --model $model_dir CLIP.wav --instruction \"Transcribe the speech.\""

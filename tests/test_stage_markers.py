@@ -126,3 +126,15 @@ def test_sweep_trains_every_pair_once_and_reports_with_uncertainty(tiny_run):
     for seed in ("1", "2"):
         log = open(os.path.join(exp, f"seed{seed}.mowe_dep.log")).read()
         assert "stage 3 (train): already done" in log and ": start" not in log
+
+
+def test_how_to_use_the_model_is_shown_only_once_one_is_trained(tmp_path):
+    """The closing hint (mowe.infer / serve / demo) names a model folder: not before a
+    checkpoint exists (stage 2's features step leaves an empty save/ behind)."""
+    run = make_recipe(tmp_path)
+    (tmp_path / "exp" / "t" / "b" / "save").mkdir(parents=True)
+    output, _ = run("--systems", "a b", "--stage", "3", "--stop_stage", "3")
+    assert "ask the" not in output and "mowe.infer" not in output
+    (tmp_path / "exp" / "t" / "b" / "save" / "CKPT+2026-12-02+00-00-00+00").mkdir()
+    output, _ = run("--systems", "a b", "--stage", "3", "--stop_stage", "3")
+    assert "ask the b model about audio" in output and "-m mowe.infer --model" in output
