@@ -27,6 +27,10 @@ Ratios (CPU, always):
   sparse_m16_over_sparse_m4    same setup                                       (<= 1.05)
   batched_over_sequential_decode   greedy decoding of 32 test-like clips at batch 8 over
                                one by one (KV cache, generate with inputs_embeds) (<= 0.25)
+  decode_prefill_share         one by one, the time of encoding + prefill (generate with
+                               max_new_tokens=1) over the whole decode: where prefill is
+                               compute-bound (a CPU), batching does not make it cheaper,
+                               so this share bounds batched_over_sequential_decode below
   decode_identical             share of clips whose batched answer equals the one-by-one
   decode_tokens_per_s          answer tokens per second, batched (the only absolute
                                figure; machine-dependent)
@@ -372,6 +376,10 @@ def run(args):
         return [recipe.generate(*single[:3], max_new_tokens=args.max_new_tokens)[0]
                 for single in singles]
 
+    def prefill_one_by_one():
+        for single in singles:
+            recipe.generate(*single[:3], max_new_tokens=1)
+
     def decode_batched():
         texts = []
         for group in groups:
@@ -429,6 +437,7 @@ def run(args):
             sequential, alone = timed(decode_one_by_one, cpu)
             batched, together = timed(decode_batched, cpu)
             figures.add("batched_over_sequential_decode", batched / sequential)
+            figures.add("decode_prefill_share", timed(prefill_one_by_one, cpu)[0] / sequential)
             figures.add("decode_identical", sum(a == b for a, b in zip(alone, together))
                         / len(alone))
             answer_tokens = sum(len(recipe.tokenizer(t, add_special_tokens=False).input_ids)

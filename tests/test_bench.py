@@ -10,7 +10,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["train_step_over_gemm_peak", "padded_tokens_share_before",
         "padded_tokens_share_after", "bucketed_over_shuffled_step",
         "mowe_m4_sparse_over_base", "sparse_m16_over_sparse_m4",
-        "batched_over_sequential_decode", "decode_identical", "decode_tokens_per_s"]
+        "batched_over_sequential_decode", "decode_prefill_share", "decode_identical",
+        "decode_tokens_per_s"]
 
 
 def test_quick_bench_prints_every_ratio_on_its_last_line(tmp_path):
