@@ -110,10 +110,10 @@ def load_study(runs, systems, allow_missing=False):
                 raise StudyError(f"{system}: task {task} is missing from some runs")
             for other in systems:
                 theirs = data[other].get(task, {})
-                if not theirs and len(missing[other]) < len(runs):
-                    raise StudyError(f"task {task}: {other} has no scores for it "
-                                     f"but {system} has")
                 if not theirs:
+                    if len(missing[other]) < len(runs):
+                        raise StudyError(f"task {task}: {other} has no scores for it "
+                                         f"but {system} has")
                     continue  # other has no scored run at all (allow_missing)
                 reference_ids = next(iter(theirs.values()))[0]
                 if any(ids != reference_ids for ids, _, _ in per_run.values()):
@@ -212,9 +212,9 @@ def study_markdown(summary):
             fewer = f" (n={len(row['per_seed'])})" if len(row["per_seed"]) < seeds else ""
             cells.append(format_value(metric, row["mean"]) + std + fewer)
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
-    lines += ["", f"Difference to `{reference}` (points; pooled over the seeds both have) with a 95 % "
-              "paired "
-              "bootstrap interval over test clips; **bold** where the interval excludes 0 "
+    lines += ["", f"Difference to `{reference}` (points; pooled over the seeds both have) "
+              "with a 95 % paired bootstrap interval over test clips; **bold** where the "
+              "interval excludes 0 "
               "(↓ metrics: negative is better).", "",
               "| system | " + " | ".join(t.upper() for t in tasks) + " |",
               "|---|" + "---|" * len(tasks)]
