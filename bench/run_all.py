@@ -35,7 +35,10 @@ Ratios (CPU, always):
   decode_tokens_per_s          answer tokens per second, batched (the only absolute
                                figure; machine-dependent)
 GPU (only when CUDA is present): gpu_train_step_over_gemm_peak,
-  gpu_mowe_m4_sparse_over_base, gpu_sparse_m16_over_sparse_m4.
+  gpu_mowe_m4_sparse_over_base, gpu_sparse_m16_over_sparse_m4, and
+  bench/paper_size_step.py's figures: paper_mfu (the paper-size model, random weights,
+  bf16, one optimizer step of batch 8, over the GPU's data-sheet bf16 peak; target
+  >= 0.40), paper_step_s, paper_step_over_gemm_peak, paper_peak_memory_gib, ...
 
 The last line holds the figures as ``name=value`` pairs (ratios: the median).
 """
@@ -93,7 +96,10 @@ def parse_args(argv=None):
                         help="batches of each kind timed per round for the bucketing ratio")
     parser.add_argument("--gemm_size", type=int, default=2048)
     parser.add_argument("--skip", default="",
-                        help="comma list of parts to skip: gemm,padding,mowe,decode")
+                        help="comma list of parts to skip: gemm,padding,mowe,decode,paper "
+                             "(paper: the paper-size GPU step, CUDA only)")
+    parser.add_argument("--paper_compile", action="store_true",
+                        help="paper-size GPU step: also time it with torch.compile")
     parser.add_argument("--workdir", default=None, help="where to save random models")
     args = parser.parse_args(argv)
     if args.quick:
@@ -446,6 +452,13 @@ def run(args):
             figures.add("decode_tokens_per_s_one_by_one", answer_tokens / sequential)
         print(f"round {round_index + 1}/{args.rounds}: {time.perf_counter() - started:.0f} s, "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    if torch.cuda.is_available() and "paper" not in skip:
+        import paper_size_step
+
+        paper_args = paper_size_step.parse_args(["--device", "cuda"]
+                                                + (["--compile"] if args.paper_compile else []))
+        paper_args.workdir = os.path.join(workdir, "paper_size")
+        figures.single.update(paper_size_step.measure(paper_args))
     if flops.get("recipe"):
         figures.notes.append(f"recipe step: {sum(flops['recipe']) / len(flops['recipe']) / 1e9:.1f}"
                              f" GFLOP per batch of 4 (forward + backward)")
@@ -456,7 +469,8 @@ TARGETS = {"train_step_over_gemm_peak": ">= 0.5", "mowe_m4_sparse_over_base": "<
            "sparse_m16_over_sparse_m4": "<= 1.05", "batched_over_sequential_decode": "<= 0.25",
            "decode_identical": "= 1", "padded_tokens_share_after": "< before",
            "bucketed_over_shuffled_step": "< 1",
-           "gpu_mowe_m4_sparse_over_base": "<= 1.10", "gpu_sparse_m16_over_sparse_m4": "<= 1.05"}
+           "gpu_mowe_m4_sparse_over_base": "<= 1.10", "gpu_sparse_m16_over_sparse_m4": "<= 1.05",
+           "paper_mfu": ">= 0.40"}
 
 
 def main(argv=None):

@@ -37,3 +37,42 @@ def test_bench_help():
     result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run_all.py"),
                              "--help"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "batched_over_sequential_decode" in result.stdout
+
+
+def test_paper_size_step_builds_the_paper_spec_on_the_scale_it_is_given(tmp_path):
+    """bench/paper_size_step.py builds recipes/conf/paper/train.yaml's model with the
+    architectures of its folders (random weights, not the folders' tiny weights), and
+    its command line prints the step figures (tiny scale on the CPU: a smoke test)."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    try:
+        import paper_size_step
+    finally:
+        sys.path.pop(0)
+    import torch
+
+    folders = paper_size_step.model_folders("tiny", str(tmp_path / "models"))
+    model, lr, _ = paper_size_step.paper_model(folders, str(tmp_path), torch.device("cpu"))
+    tiny = paper_size_step.SCALES["tiny"]
+    llm_config = model.llm.model.get_base_model().config
+    assert llm_config.hidden_size == tiny["llm"]["hidden_size"]
+    assert llm_config.num_hidden_layers == tiny["llm"]["num_hidden_layers"]
+    assert model.base_encoder.output_dim == tiny["base"]["d_model"]
+    assert model.base_encoder.encoder.config.num_mel_bins == 128  # Whisper-large-v3's
+    assert [e.output_dim for e in model.mixture.encoders] == [tiny["weak"]["d_model"]] * 4
+    assert model.adapter.num_tokens == 100 and lr == 5e-5  # the paper spec's
+    # the paper-scale table is the real architectures'
+    paper = paper_size_step.SCALES["paper"]
+    assert paper["llm"]["hidden_size"] == 4096 and paper["base"]["d_model"] == 1280
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "paper_size_step.py"),
+                             "--scale", "tiny", "--device", "cpu", "--batch", "2",
+                             "--repeats", "1", "--workdir", str(tmp_path / "cli")],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pairs = dict(p.split("=", 1) for p in result.stdout.strip().splitlines()[-1].split())
+    for key in ("paper_step_s", "paper_step_tflops", "paper_step_over_gemm_peak",
+                "paper_params_billion", "paper_llm_positions_per_clip"):
+        assert float(pairs[key]) > 0, (key, pairs)
+    assert "paper_mfu" not in pairs  # no data-sheet peak for a CPU
