@@ -21,7 +21,7 @@ import sys
 
 from mowe.atomic import OutputPathError, write_text_atomic
 from mowe.provenance import provenance_lines
-from mowe.scoring.report import comparison_table
+from mowe.scoring.report import comparison_table, whisper_reference_table
 from mowe.scoring.routing import plot_routing, routing_shares
 
 
@@ -81,6 +81,16 @@ def main(argv=None):
                           f"{task.upper()} " + ", ".join(f"X{e} {100 * s:.0f}%"
                                                          for e, s in share.items())
                           for task, share in usage.items())]
+    reference = os.path.join(args.exp, "whisper_decoder", "hyps.jsonl")
+    if os.path.isfile(reference):
+        lines += ["", "## ASR: the AudioLLM against its own Whisper's decoder", "",
+                  "The base encoder's Whisper, decoding with its own decoder (stage 5, "
+                  "`python -m mowe.whisper_reference`), on the same ASR test clips: how much "
+                  "of what the encoder knows reaches the LLM. Ratio = system WER / Whisper "
+                  "WER (1.0: the LLM gets everything the encoder knows; the aim on free-form speech is 1.5 or less).", "",
+                  whisper_reference_table(reference, {
+                      system: os.path.join(args.exp, system, "hyps.jsonl")
+                      for system in args.systems}).rstrip("\n")]
     lines += [""] + provenance_lines(args.exp)
     results = os.path.join(args.exp, "RESULTS.md")
     try:

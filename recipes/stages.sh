@@ -22,6 +22,10 @@
 #                 arguments of recipes/train.py / recipes/decode.py, quotes respected;
 #                 train_args reach decoding too, which rebuilds the trained model) and
 #                 decode_config (a YAML of generation settings, recipes/decode.py).
+#                 whisper_reference_model (optional: a Whisper folder with its decoder;
+#                 stage 5 then also transcribes the ASR test clips with it, marker
+#                 5.whisper_reference, and the report sets every system's ASR WER
+#                 beside it: how much of the encoder's knowledge reaches the LLM).
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${python:-python}
@@ -214,6 +218,20 @@ score_systems() {
     grep "(trivial" "$log" | sed "s/^/  $system: /"
   done
 }
+whisper_reference_model=${whisper_reference_model:-}
+whisper_reference() {
+  local out=$exp_dir/whisper_decoder device=cpu
+  [ "$ngpu" -ge 1 ] && device=cuda
+  $decode_cmd "$exp_dir/log/whisper_reference.log" $python -m mowe.whisper_reference \
+    --manifest "$data_dir/clean/test.json" --model "$whisper_reference_model" \
+    --hyp_file "$out/hyps.jsonl" --device "$device"
+  grep -h "^Whisper decoder (" "$exp_dir/log/whisper_reference.log" | sed 's/^/  /' || true
+  if ! $python -m mowe.scoring score --hyp_file "$out/hyps.jsonl" --out_dir "$out" \
+      --tasks asr >"$exp_dir/log/score_whisper_decoder.log" 2>&1; then
+    echo "error: scoring the Whisper decoder failed; see $exp_dir/log/score_whisper_decoder.log" >&2
+    return 1
+  fi
+}
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
 pack_systems() {
   for system in $systems; do
@@ -232,6 +250,7 @@ if [ "$use_features" = true ]; then run_stage 2 features extract_features; fi
 run_stage 3 train train_systems
 run_stage 4 decode decode_systems
 run_stage 5 score score_systems
+if [ -n "$whisper_reference_model" ]; then run_stage 5 whisper_reference whisper_reference; fi
 run_stage 6 report report
 run_stage 7 pack pack_systems
 # How to use the last system: its packed folder (stage 7) or, before that, its

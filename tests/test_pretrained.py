@@ -5,6 +5,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -485,3 +486,36 @@ def build_synthetic_model(repo, pretrained, tmp_path):
                                    f"--pretrained_dir={pretrained}",
                                    f"--overrides_file={overrides}"])
     return hparams["model"]
+
+
+def test_whisper_reference_transcribes_a_manifests_asr_clips(converted, tmp_path):
+    """``python -m mowe.whisper_reference``: the bundled Whisper's own decoder on a test
+    manifest's ASR clips, in the AudioLLM's hypothesis format, scored by the same scorer;
+    other tasks are left alone, an unreadable clip is skipped and counted."""
+    import json
+
+    from mowe.whisper_reference import main as reference_main
+
+    manifest = {}
+    for i, text in enumerate(SENTENCES[:4]):
+        wav = tmp_path / f"asr_{i}.wav"
+        espeak(text, wav)
+        manifest[f"asr_{i}"] = {"wav": str(wav), "duration": 2.0, "task": "asr",
+                                "instruction": "Transcribe the speech.", "answer": text}
+    manifest["er_0"] = dict(manifest["asr_0"], task="er", answer="neutral")
+    manifest["asr_gone"] = dict(manifest["asr_0"], wav=str(tmp_path / "missing.wav"))
+    (tmp_path / "test.json").write_text(json.dumps(manifest))
+    hyp_file = tmp_path / "ref" / "hyps.jsonl"
+    assert reference_main(["--manifest", str(tmp_path / "test.json"), "--model",
+                           converted[WHISPER_DIRNAME], "--hyp_file", str(hyp_file),
+                           "--batch_size", "3"]) == 0
+    rows = [json.loads(line) for line in hyp_file.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == [f"asr_{i}" for i in range(4)]
+    assert {r["task"] for r in rows} == {"asr"} and all(r["selected"] is None for r in rows)
+    result = subprocess.run([sys.executable, "-m", "mowe.scoring", "score", "--hyp_file",
+                             str(hyp_file), "--out_dir", str(tmp_path / "ref"), "--tasks",
+                             "asr"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads((tmp_path / "ref" / "scores.json").read_text())
+    assert scores["asr"]["count"] == 4
+    assert scores["asr"]["wer"] <= 0.5, [r["hyp"] for r in rows]

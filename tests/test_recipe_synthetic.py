@@ -51,6 +51,21 @@ def test_every_stage_ran_and_left_its_outputs(tiny_run):
     with open(os.path.join(exp, "routing.png"), "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "RESULTS.md" in output
+    # the Whisper-decoder reference: the base Whisper's own transcripts of the ASR clips,
+    # scored like the systems, and each system's WER beside it in the report
+    assert "stage 5 (whisper_reference): done" in output
+    with open(os.path.join(exp, "whisper_decoder", "hyps.jsonl"), encoding="utf-8") as handle:
+        reference = [json.loads(line) for line in handle]
+    test = read_json(os.path.join(data, "clean", "test.json"))
+    assert sorted(r["id"] for r in reference) == sorted(k for k, e in test.items()
+                                                        if e["task"] == "asr")
+    assert read_json(os.path.join(exp, "whisper_decoder", "scores.json"))["asr"]["count"] \
+        == len(reference)
+    assert "## ASR: the AudioLLM against its own Whisper's decoder" in results
+    table = results.split("own Whisper's decoder")[1]
+    for system in ("baseline", "mowe"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {system} |"))
+        assert row.split("|")[2].strip() == str(len(reference)), row
 
 
 def test_second_run_skips_every_stage(tiny_run):
@@ -58,6 +73,7 @@ def test_second_run_skips_every_stage(tiny_run):
     output = run_recipe("--size", "tiny", "--tag", os.path.basename(exp))
     for number, name in enumerate(STAGES):
         assert f"stage {number} ({name}): already done, skipping" in output
+    assert "stage 5 (whisper_reference): already done, skipping" in output
     assert ": start" not in output
 
 

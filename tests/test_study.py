@@ -151,3 +151,43 @@ def test_a_partial_sweep_reports_what_is_scored_and_lists_the_rest(tmp_path):
     assert "- mowe_dep: seed2" in text and "- mowe_pretrained_pool: seed1, seed2" in text
     with pytest.raises(StudyError, match="no .* pair has been scored"):
         summarise([str(tmp_path / "nothing")], ["baseline"], "baseline", allow_missing=True)
+
+
+def test_whisper_reference_section_sets_each_systems_wer_beside_the_whisper_decoders(tmp_path):
+    """--whisper_reference: per system, its ASR WER over seeds, the Whisper decoder's WER on
+    the same clips and the ratio (normalised like the scorer: case and punctuation)."""
+    refs = ["the cat sat", "a dog ran far", "we go home now"]
+    whisper = ["The cat sat.", "a dog ran", "we go home now"]            # 1 error / 11 words
+    systems = {"baseline": [["the cat", "a dog ran far", "we go home now"],   # 1 error
+                            ["the cat sat", "a dog", "we go home"]],          # 3 errors
+               "mowe": [["x y z", "a b c d", "e f g h"], ["x y z", "a b c d", "e f g h"]]}
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}"
+        for system, hyps in systems.items():
+            (run / system).mkdir(parents=True)
+            (run / system / "items.jsonl").write_text("".join(
+                json.dumps({"id": f"asr{n}", "task": "asr", "word_errors": 0,
+                            "reference_words": 3}) + "\n" for n in range(3)))
+            (run / system / "hyps.jsonl").write_text("".join(
+                json.dumps({"id": f"asr{n}", "task": "asr", "hyp": h, "ref": r}) + "\n"
+                for n, (h, r) in enumerate(zip(hyps[seed], refs))))
+        runs.append(str(run))
+    reference = tmp_path / "whisper.jsonl"
+    reference.write_text("".join(json.dumps({"id": f"asr{n}", "task": "asr", "hyp": h,
+                                             "ref": r}) + "\n"
+                                 for n, (h, r) in enumerate(zip(whisper, refs))))
+    out = tmp_path / "STUDY.md"
+    assert scoring_main(["study", "--runs", *runs, "--systems", "baseline", "mowe",
+                         "--resamples", "50", "--whisper_reference", str(reference),
+                         "--out", str(out)]) == 0
+    text = out.read_text()
+    # baseline: 1 and 3 errors in 11 words (9.1 %, 27.3 %) against Whisper's 1: ratios 1, 3
+    assert "| baseline | 2 | 9.1 | 18.2 ± 12.9 | 2.00 |" in text
+    assert "| mowe | 2 | 9.1 | 90.9 ± 0.0 | 10.00 |" in text
+
+    from mowe.scoring.report import whisper_reference_table
+
+    table = whisper_reference_table(str(reference), {
+        "baseline": str(tmp_path / "seed1" / "baseline" / "hyps.jsonl")})
+    assert "| baseline | 3 | 9.1 | 27.3 | 3.00 |" in table

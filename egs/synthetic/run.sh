@@ -46,6 +46,9 @@ else
   tag=${tag:-${size}_seed${seed}_train${train_seed}}
 fi
 pretrained_dir=$(cd ../.. && pwd)/pretrained
+# stage 5 also transcribes the ASR test clips with the base Whisper's own decoder; the
+# report sets each system's WER beside it (recipes/stages.sh)
+whisper_reference_model=$pretrained_dir/whisper-tiny.en
 data_dir=data/${size}_seed${seed}
 prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --seed "$seed")
 prepare_merge_command=("$python" -m mowe.synth --out "$data_dir/raw" --merge_shards "$nj")

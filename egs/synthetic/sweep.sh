@@ -11,7 +11,8 @@
 #    Finished pairs are skipped (per-system stage markers), so a rerun resumes the sweep.
 # 3. python -m mowe.scoring study --allow_missing: exp/TAG/RESULTS.md (mean ± std over
 #    seeds, paired bootstrap differences to --reference, routing shares per task,
-#    routing_*.png); pairs not scored yet are listed, so --stage 6 reports a partial sweep.
+#    routing_*.png, ASR WER beside the base Whisper's own decoder's); pairs not scored
+#    yet are listed, so --stage 6 reports a partial sweep.
 set -euo pipefail
 cd "$(dirname "$0")"
 tools_dir=$(cd ../../tools && pwd)
@@ -73,8 +74,15 @@ fi
 # 3. the study report
 if [ "$stop_stage" -ge 6 ]; then
   runs=()
-  for train_seed in $seeds; do runs+=("exp/$tag/seed$train_seed"); done
+  reference_args=()
+  for train_seed in $seeds; do
+    runs+=("exp/$tag/seed$train_seed")
+    # the Whisper decoder's transcripts (run.sh stage 5): the same for every seed
+    whisper_hyps=exp/$tag/seed$train_seed/whisper_decoder/hyps.jsonl
+    [ -f "$whisper_hyps" ] && reference_args=(--whisper_reference "$whisper_hyps")
+  done
   "$python" -m mowe.scoring study --runs "${runs[@]}" --systems $systems \
-    --reference "$reference" --out "exp/$tag/RESULTS.md" --allow_missing > /dev/null
+    --reference "$reference" --out "exp/$tag/RESULTS.md" --allow_missing \
+    "${reference_args[@]}" > /dev/null
   log "finished; results: $(pwd)/exp/$tag/RESULTS.md"
 fi

@@ -149,6 +149,34 @@ def cmd_aggregate(args):
     return 0
 
 
+def whisper_reference_section(reference, runs, systems):
+    """Markdown: per system, its ASR WER over seeds beside the Whisper decoder's."""
+    import statistics
+
+    from mowe.scoring.report import whisper_reference_rows
+
+    lines = ["ASR against the base Whisper's own decoder (`python -m mowe.whisper_reference`) "
+             "on the same clips; ratio = system WER / Whisper WER, mean over seeds:", "",
+             "| system | seeds | Whisper decoder WER % | system WER % | ratio |",
+             "|---|---|---|---|---|"]
+    for system in systems:
+        files = {run: os.path.join(run, system, "hyps.jsonl") for run in runs}
+        rows = [row for row in whisper_reference_rows(
+            reference, {run: path for run, path in files.items() if os.path.isfile(path)})
+            if row[1]]
+        if not rows:
+            lines.append(f"| {system} | 0 | — | — | — |")
+            continue
+        whisper = statistics.mean(row[2] for row in rows)
+        ours = [row[3] for row in rows]
+        ratios = [row[3] / row[2] for row in rows if row[2] > 0]
+        spread = f" ± {100 * statistics.stdev(ours):.1f}" if len(ours) > 1 else ""
+        ratio = f"{statistics.mean(ratios):.2f}" if ratios else "—"
+        lines.append(f"| {system} | {len(rows)} | {100 * whisper:.1f} | "
+                     f"{100 * statistics.mean(ours):.1f}{spread} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
 def cmd_study(args):
     from mowe.scoring.routing import plot_routing
     from mowe.scoring.study import StudyError, study_markdown, summarise
@@ -159,6 +187,9 @@ def cmd_study(args):
     except StudyError as error:
         raise SystemExit(f"error: {error}")
     table = study_markdown(summary)
+    if args.whisper_reference:
+        table += "\n" + whisper_reference_section(args.whisper_reference, args.runs,
+                                                   args.systems)
     outputs = {}
     if args.out:
         outputs[args.out] = table
@@ -227,6 +258,9 @@ def main(argv=None):
     study.add_argument("--allow_missing", action="store_true",
                        help="report the (run, system) pairs scored so far and list the "
                             "others (a sweep still running) instead of refusing")
+    study.add_argument("--whisper_reference", help="hypotheses of the base Whisper's own "
+                       "decoder (python -m mowe.whisper_reference): adds each system's ASR "
+                       "WER beside it")
     study.add_argument("--out", help="write the markdown here, the numbers as .json beside "
                        "it and routing_<system>.png in its folder")
     study.set_defaults(func=cmd_study)

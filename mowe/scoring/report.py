@@ -99,3 +99,66 @@ def comparison_table(named_scores, metrics=None, trivial=True):
         lines.append(f"| {name} | " + " | ".join(
             format_value(m, scores.get(t, {}).get(m)) for t, m in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _asr_pairs(hyp_file):
+    """``{id: (hyp, ref)}`` of the ASR rows of a hypothesis file."""
+    pairs = {}
+    with open(hyp_file, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                if str(row.get("task", "")).lower() == "asr":
+                    ref = row["ref"][0] if isinstance(row["ref"], list) else row["ref"]
+                    pairs[row["id"]] = (row["hyp"], ref)
+    return pairs
+
+
+def whisper_reference_rows(reference_hyp_file, system_hyp_files):
+    """``[(name, clips, whisper WER, system WER)]``: each system's ASR WER and the Whisper
+    decoder's on the clips both transcribed (AudioBench-normalised corpus WER, fractions;
+    ``clips`` 0 and WERs None where they share no clip)."""
+    from mowe.scoring.wer import corpus_wer
+
+    reference = _asr_pairs(reference_hyp_file)
+    rows = []
+    for name, hyp_file in system_hyp_files.items():
+        ours = _asr_pairs(hyp_file)
+        shared = sorted(set(ours) & set(reference))
+        if not shared:
+            rows.append((name, 0, None, None))
+            continue
+        refs = [reference[key][1] for key in shared]
+        rows.append((name, len(shared),
+                     corpus_wer([reference[key][0] for key in shared], refs).wer,
+                     corpus_wer([ours[key][0] for key in shared], refs).wer))
+    return rows
+
+
+def whisper_reference_table(reference_hyp_file, system_hyp_files):
+    """ASR WER of each system next to the Whisper decoder's on the same clips.
+
+    Parameters
+    ----------
+    reference_hyp_file : str
+        ``python -m mowe.whisper_reference``'s hypotheses.
+    system_hyp_files : dict
+        system name -> its ``hyps.jsonl``.
+
+    Returns
+    -------
+    str
+        A markdown table: clips, the Whisper decoder's WER, the system's WER and their
+        ratio (AudioBench-normalised corpus WER over the clips both transcribed).
+    """
+    lines = ["| system | ASR clips | Whisper decoder WER % | system WER % | ratio |",
+             "|---|---|---|---|---|"]
+    for name, clips, whisper, system in whisper_reference_rows(reference_hyp_file,
+                                                               system_hyp_files):
+        if not clips:
+            lines.append(f"| {name} | 0 | — | — | — |")
+            continue
+        ratio = f"{system / whisper:.2f}" if whisper > 0 else "—"
+        lines.append(f"| {name} | {clips} | {100 * whisper:.1f} | {100 * system:.1f} "
+                     f"| {ratio} |")
+    return "\n".join(lines) + "\n"
