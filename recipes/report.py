@@ -87,7 +87,8 @@ def main(argv=None):
                   "The base encoder's Whisper, decoding with its own decoder (stage 5, "
                   "`python -m mowe.whisper_reference`), on the same ASR test clips: how much "
                   "of what the encoder knows reaches the LLM. Ratio = system WER / Whisper "
-                  "WER (1.0: the LLM gets everything the encoder knows; the aim on free-form speech is 1.5 or less).", "",
+                  "WER (1.0: the LLM gets everything the encoder knows; the aim on "
+                  "free-form speech is 1.5 or less).", "",
                   whisper_reference_table(reference, {
                       system: os.path.join(args.exp, system, "hyps.jsonl")
                       for system in args.systems}).rstrip("\n")]
