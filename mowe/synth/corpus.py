@@ -35,7 +35,23 @@ SIZES = {
     # The evidence study (egs/synthetic/sweep.sh): the default training set and 100 test
     # clips per task (one clip = 1 point instead of 3.3), for multi-seed comparisons.
     "study": {"train": {"asr": 300, "*": 100}, "valid": 10, "test": 100},
+    # Free-form style (STYLES): ASR on WordNet's example sentences, varied voices.
+    "freeform_tiny": {"train": 6, "valid": 2, "test": 3},
+    "large": {"train": {"asr": 4000, "sqa": 300, "*": 300}, "valid": 20, "test": 100},
 }
+# How a size's speech is made. "templates" (default): ASR and ER sentences from templates
+# over ~300 words, 7 voices. "freeform": ASR speaks WordNet's example sentences
+# (mowe.synth.freeform: ~34,000, split by hash), ASR and SQA clips get an accent + voice
+# variant (held-out variants speak the test split only: mowe.synth.speech), and a share
+# AUGMENT_SHARE of their training clips gets noise and/or reverberation
+# (mowe.synth.augment). ER, AQA and AC are made as in "templates".
+STYLES = {"freeform_tiny": "freeform", "large": "freeform"}
+AUGMENT_SHARE = 0.3
+
+
+def style_of(size):
+    """The speech style of corpus ``size`` (``templates`` or ``freeform``)."""
+    return STYLES.get(size, "templates")
 
 
 def items_per_task(size, split, task):
@@ -55,9 +71,11 @@ def _instruction(task, rng):
     return chosen.format(labels=", ".join(EMOTION_LABELS))
 
 
-def make_item(task, split, index, seed):
+def make_item(task, split, index, seed, style="templates"):
     """Audio and fields of one item: ``(audio, instruction, answer, extra)``."""
     rng = _rng(task, split, index, seed)
+    if style == "freeform" and task in ("asr", "sqa"):
+        return _freeform_item(task, split, rng)
     if task == "asr":
         sentence = text.sentence_in_split(rng, split)
         return speech.speak(sentence, **speech.random_voice(rng)), \
@@ -85,12 +103,31 @@ def make_item(task, split, index, seed):
     return audio, _instruction("ac", rng), scenes.caption(events, rng), {"scene": signature}
 
 
+def _freeform_item(task, split, rng):
+    """An ASR clip of a WordNet sentence or an SQA passage, spoken by an accent + voice
+    variant, with noise/reverberation on a share of the training clips."""
+    from mowe.synth import augment, freeform
+
+    if task == "asr":
+        words = freeform.default_pool().sentence_in_split(rng, split)
+        instruction, answer, extra = _instruction("asr", rng), words, {}
+    else:
+        words, instruction, answer = text.passage_in_split(rng, split)
+        extra = {"passage": words}
+    voice = speech.variant_voice(rng, split)
+    audio = speech.speak(words, **voice)
+    extra["voice"] = voice["voice"]
+    if split == "train" and rng.random() < AUGMENT_SHARE:
+        audio, extra["augment"] = augment.augment(audio, rng)
+    return audio, instruction, answer, extra
+
+
 def _write_item(job):
     """Worker: make one item, write its wav, return its manifest entry."""
     import soundfile
 
-    task, split, index, seed, out = job
-    audio, instruction, answer, extra = make_item(task, split, index, seed)
+    task, split, index, seed, out, style = job
+    audio, instruction, answer, extra = make_item(task, split, index, seed, style)
     utt = f"{split}_{task}_{index:05d}"
     path = os.path.join(out, split, task, f"{utt}.wav")
     soundfile.write(path, np.clip(audio, -1, 1), speech.SAMPLE_RATE, subtype="PCM_16")
@@ -108,7 +145,7 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True, shard=No
     out : str
         Output folder.
     size : str
-        ``tiny``, ``small`` or ``default`` (items per task: see ``SIZES``).
+        A key of ``SIZES`` (items per task); its speech style is ``STYLES``'s.
     seed : int
         Everything is a function of the seed.
     jobs : int, optional
@@ -129,7 +166,7 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True, shard=No
     for split in SPLITS:
         for task in TASKS:
             os.makedirs(os.path.join(out, split, task), exist_ok=True)
-            work += [(task, split, i, seed, out)
+            work += [(task, split, i, seed, out, style_of(size))
                      for i in range(items_per_task(size, split, task))]
     suffix = ""
     if shard is not None:

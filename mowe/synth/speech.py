@@ -14,6 +14,14 @@ import numpy as np
 SAMPLE_RATE = 16000
 VOICES = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-us+f3", "en-gb+m3", "en-us+m7"]
 
+# The free-form corpus's voices (mowe.synth.corpus STYLES): an accent + an espeak-ng
+# variant (`espeak-ng --voices=variant`). The held-out variants speak test clips only,
+# so a test score is on voices no training clip had.
+ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc"]
+TRAIN_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "klatt", "klatt2",
+                  "klatt4", "klatt6", "Andy", "david", "max", "paul", "steph", "linda", "john"]
+HELD_OUT_VARIANTS = ["m7", "m8", "f4", "f5", "klatt3", "klatt5", "Alicia", "robert", "edward"]
+
 # Emotion carried by prosody only (pitch level, speed, loudness, word gaps); the words
 # are random sentences, so a model must listen to *how* it is said.
 EMOTIONS = {
@@ -54,6 +62,15 @@ def random_voice(rng):
     """A voice and its speed/pitch for neutral read speech."""
     return {"voice": VOICES[int(rng.integers(len(VOICES)))],
             "speed": int(rng.integers(130, 181)), "pitch": int(rng.integers(30, 71))}
+
+
+def variant_voice(rng, split):
+    """An accent + variant voice and its speed/pitch: a held-out variant for the test
+    split, a training variant otherwise."""
+    variants = HELD_OUT_VARIANTS if split == "test" else TRAIN_VARIANTS
+    return {"voice": f"{ACCENTS[int(rng.integers(len(ACCENTS)))]}+"
+                     f"{variants[int(rng.integers(len(variants)))]}",
+            "speed": int(rng.integers(120, 201)), "pitch": int(rng.integers(20, 81))}
 
 
 def emotional_voice(emotion, rng):
