@@ -37,12 +37,13 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from run_all import gemm_flops_per_s, timed  # noqa: E402  (bench/ is not a package)
 
 # Architectures (Hugging Face config fields) of the paper's models, and a tiny stand-in.
 SCALES = {
@@ -161,9 +162,8 @@ def random_weights(device):
 
     def from_config(cls, source, *args, config=None, dtype=None, torch_dtype=None,
                     **kwargs):
-        if not isinstance(config, type(None)) and not hasattr(config, "to_dict"):
-            config = None
-        config = config or AutoConfig.from_pretrained(source)
+        if not hasattr(config, "to_dict"):  # absent, or a config name rather than object
+            config = AutoConfig.from_pretrained(source)
         with torch.device(device):
             return cls._from_config(config, dtype=dtype or torch_dtype or torch.float32)
 
@@ -198,11 +198,6 @@ def compile_llm_layers(model):
     return len(layers)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(args):
     """Build the model, time ``args.repeats`` steps; return the figures (a dict)."""
     logging.disable(logging.WARNING)
@@ -232,14 +227,7 @@ def measure(args):
 
     def timed_steps():
         step()  # warm-up (and compilation, when compiled)
-        times = []
-        for _ in range(args.repeats):
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return statistics.median(timed(step, device)[0] for _ in range(args.repeats))
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -259,16 +247,8 @@ def measure(args):
     achieved = flops / figures["paper_step_s"]
     figures["paper_step_tflops"] = flops / 1e12
     size = 8192 if device.type == "cuda" else 1024
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    torch.mm(a, a)
-    best = float("inf")
-    for _ in range(3):
-        sync(device)
-        start = time.perf_counter()
-        torch.mm(a, a)
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    figures["paper_step_over_gemm_peak"] = achieved / (2 * size ** 3 / best)
+    figures["paper_step_over_gemm_peak"] = achieved / gemm_flops_per_s(size, device,
+                                                                       torch.bfloat16)
     peak = datasheet_peak(device)
     if peak:
         figures["paper_mfu"] = achieved / peak

@@ -225,10 +225,10 @@ def step_flops(model, optimizer, batch):
     return counter.get_total_flops()
 
 
-def gemm_flops_per_s(size, device):
-    """FLOP/s of an fp32 ``size x size`` matrix product (best of three)."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def gemm_flops_per_s(size, device, dtype=torch.float32):
+    """FLOP/s of a ``size x size`` matrix product in ``dtype`` (best of three)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
     best = min(timed(lambda: torch.mm(a, b), device)[0] for _ in range(3))
     return 2 * size ** 3 / best

@@ -65,8 +65,8 @@ def reference_hypotheses(manifest, model, processor, tasks=("asr",), batch_size=
     rows = []
     bar = tqdm(total=len(chosen), desc="Whisper decoder", disable=not progress)
     for start in range(0, len(chosen), batch_size):
-        batch, waves = [], []
-        for key, entry in chosen[start:start + batch_size]:
+        chunk, batch, waves = chosen[start:start + batch_size], [], []
+        for key, entry in chunk:
             try:
                 waves.append(load_audio(entry["wav"], start=entry.get("start"),
                                         stop=entry.get("stop")))
@@ -79,7 +79,7 @@ def reference_hypotheses(manifest, model, processor, tasks=("asr",), batch_size=
                 rows.append({"id": key, "task": entry["task"],
                              "instruction": entry["instruction"], "hyp": hyp,
                              "ref": entry["answer"], "selected": None, "routers": []})
-        bar.update(len(chosen[start:start + batch_size]))
+        bar.update(len(chunk))
     bar.close()
     return rows, skipped
 

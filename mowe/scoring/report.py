@@ -102,16 +102,13 @@ def comparison_table(named_scores, metrics=None, trivial=True):
 
 
 def _asr_pairs(hyp_file):
-    """``{id: (hyp, ref)}`` of the ASR rows of a hypothesis file."""
-    pairs = {}
-    with open(hyp_file, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                if str(row.get("task", "")).lower() == "asr":
-                    ref = row["ref"][0] if isinstance(row["ref"], list) else row["ref"]
-                    pairs[row["id"]] = (row["hyp"], ref)
-    return pairs
+    """``{id: (hyp, ref)}`` of the ASR rows of a hypothesis file (read and validated by
+    :func:`mowe.scoring.tasks.read_hypotheses`)."""
+    from mowe.scoring.tasks import read_hypotheses
+
+    return {row["id"]: (row["hyp"] or "", row["ref"][0] if isinstance(row["ref"], list)
+                        else row["ref"])
+            for row in read_hypotheses(hyp_file) if row["task"].lower() == "asr"}
 
 
 def whisper_reference_rows(reference_hyp_file, system_hyp_files):
