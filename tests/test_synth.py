@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 
 import pytest
 import soundfile
@@ -96,6 +97,8 @@ def test_freeform_style_wordnet_sentences_held_out_voices_and_augmentation(tmp_p
     assert sum(sizes.values()) > 30000 and min(sizes.values()) > 2000, sizes
     lowered = {s: {x.lower() for x in pool.sentences(s)} for s in sizes}
     assert not lowered["train"] & lowered["test"] and not lowered["valid"] & lowered["test"]
+    questions = freeform.default_questions()
+    assert min(len(questions.triples(s)) for s in sizes) > 2000
 
     # 8 training clips per task: enough for the 30 % augmentation share to show up
     corpus.SIZES["freeform_pytest"] = {"train": 8, "valid": 2, "test": 3}
@@ -111,6 +114,16 @@ def test_freeform_style_wordnet_sentences_held_out_voices_and_augmentation(tmp_p
         asr = [e for e in manifest.values() if e["task"] == "asr"]
         wordnet = set(pool.sentences(split))
         assert asr and all(e["answer"] in wordnet for e in asr), split
+        # SQA: a WordNet sentence of the same split is spoken; the question gives the
+        # definition of one of its words and the answer is that word, heard in the audio
+        questions = {t[0]: t for t in freeform.default_questions().triples(split)}
+        sqa = [e for e in manifest.values() if e["task"] == "sqa"]
+        assert sqa and all(e["passage"] in wordnet for e in sqa), split
+        for entry in sqa:
+            sentence, word, definition = questions[entry["passage"]]
+            assert entry["answer"] == word and word.lower() in sentence.lower()
+            assert definition in entry["instruction"]
+            assert not re.search(rf"\b{re.escape(word)}\b", definition, re.IGNORECASE)
         for entry in manifest.values():
             if entry["task"] not in ("asr", "sqa"):
                 assert "voice" not in entry  # the other tasks are made as before

@@ -41,10 +41,11 @@ SIZES = {
 }
 # How a size's speech is made. "templates" (default): ASR and ER sentences from templates
 # over ~300 words, 7 voices. "freeform": ASR speaks WordNet's example sentences
-# (mowe.synth.freeform: ~34,000, split by hash), ASR and SQA clips get an accent + voice
-# variant (held-out variants speak the test split only: mowe.synth.speech), and a share
-# AUGMENT_SHARE of their training clips gets noise and/or reverberation
-# (mowe.synth.augment). ER, AQA and AC are made as in "templates".
+# (mowe.synth.freeform: ~34,000, split by hash), SQA speaks one and asks which spoken
+# word has a given WordNet definition (~23,000 items, same split), ASR and SQA clips get
+# an accent + voice variant (held-out variants speak the test split only:
+# mowe.synth.speech), and a share AUGMENT_SHARE of their training clips gets noise
+# and/or reverberation (mowe.synth.augment). ER, AQA and AC are made as in "templates".
 STYLES = {"freeform_tiny": "freeform", "large": "freeform"}
 AUGMENT_SHARE = 0.3
 
@@ -104,15 +105,16 @@ def make_item(task, split, index, seed, style="templates"):
 
 
 def _freeform_item(task, split, rng):
-    """An ASR clip of a WordNet sentence or an SQA passage, spoken by an accent + voice
-    variant, with noise/reverberation on a share of the training clips."""
+    """An ASR clip of a WordNet sentence or an SQA clip of one with a question on the
+    meaning of one of its words, spoken by an accent + voice variant, with
+    noise/reverberation on a share of the training clips."""
     from mowe.synth import augment, freeform
 
     if task == "asr":
         words = freeform.default_pool().sentence_in_split(rng, split)
         instruction, answer, extra = _instruction("asr", rng), words, {}
     else:
-        words, instruction, answer = text.passage_in_split(rng, split)
+        words, instruction, answer = freeform.default_questions().item_in_split(rng, split)
         extra = {"passage": words}
     voice = speech.variant_voice(rng, split)
     audio = speech.speak(words, **voice)
