@@ -21,7 +21,8 @@ import sys
 
 from mowe.atomic import OutputPathError, write_text_atomic
 from mowe.provenance import provenance_lines
-from mowe.scoring.report import comparison_table, whisper_reference_table
+from mowe.scoring.report import (WHISPER_RATIO_TARGET, comparison_table,
+                                 whisper_reference_table)
 from mowe.scoring.routing import plot_routing, routing_shares
 
 
@@ -87,8 +88,9 @@ def main(argv=None):
                   "The base encoder's Whisper, decoding with its own decoder (stage 5, "
                   "`python -m mowe.whisper_reference`), on the same ASR test clips: how much "
                   "of what the encoder knows reaches the LLM. Ratio = system WER / Whisper "
-                  "WER (1.0: the LLM gets everything the encoder knows; the aim on "
-                  "free-form speech is 1.5 or less).", "",
+                  "WER (1.0: the LLM gets everything the encoder knows; the target on "
+                  "free-form speech by held-out voices, `--size large`, is "
+                  f"{WHISPER_RATIO_TARGET:g} or less).", "",
                   whisper_reference_table(reference, {
                       system: os.path.join(args.exp, system, "hyps.jsonl")
                       for system in args.systems}).rstrip("\n")]

@@ -190,4 +190,6 @@ def test_whisper_reference_section_sets_each_systems_wer_beside_the_whisper_deco
 
     table = whisper_reference_table(str(reference), {
         "baseline": str(tmp_path / "seed1" / "baseline" / "hyps.jsonl")})
-    assert "| baseline | 3 | 9.1 | 27.3 | 3.00 |" in table
+    assert "| baseline | 3 | 9.1 | 27.3 | 3.00 | no |" in table
+    table = whisper_reference_table(str(reference), {"whisper": str(reference)})
+    assert "| whisper | 3 | 9.1 | 9.1 | 1.00 | yes |" in table

@@ -111,6 +111,11 @@ def _asr_pairs(hyp_file):
             for row in read_hypotheses(hyp_file) if row["task"].lower() == "asr"}
 
 
+# Issue 18's aim: on free-form speech the AudioLLM's WER is at most this multiple of its
+# own Whisper's (how much of the encoder's knowledge reaches the LLM).
+WHISPER_RATIO_TARGET = 1.5
+
+
 def whisper_reference_rows(reference_hyp_file, system_hyp_files):
     """``[(name, clips, whisper WER, system WER)]``: each system's ASR WER and the Whisper
     decoder's on the clips both transcribed (AudioBench-normalised corpus WER, fractions;
@@ -145,17 +150,24 @@ def whisper_reference_table(reference_hyp_file, system_hyp_files):
     Returns
     -------
     str
-        A markdown table: clips, the Whisper decoder's WER, the system's WER and their
-        ratio (AudioBench-normalised corpus WER over the clips both transcribed).
+        A markdown table: clips, the Whisper decoder's WER, the system's WER, their
+        ratio (AudioBench-normalised corpus WER over the clips both transcribed) and
+        whether the ratio meets :data:`WHISPER_RATIO_TARGET`.
     """
-    lines = ["| system | ASR clips | Whisper decoder WER % | system WER % | ratio |",
-             "|---|---|---|---|---|"]
+    target = f"ratio ≤ {WHISPER_RATIO_TARGET:g}"
+    lines = [f"| system | ASR clips | Whisper decoder WER % | system WER % | ratio | {target} |",
+             "|---|---|---|---|---|---|"]
     for name, clips, whisper, system in whisper_reference_rows(reference_hyp_file,
                                                                system_hyp_files):
         if not clips:
-            lines.append(f"| {name} | 0 | — | — | — |")
+            lines.append(f"| {name} | 0 | — | — | — | — |")
             continue
-        ratio = f"{system / whisper:.2f}" if whisper > 0 else "—"
-        lines.append(f"| {name} | {clips} | {100 * whisper:.1f} | {100 * system:.1f} "
-                     f"| {ratio} |")
+        if whisper > 0:
+            ratio = system / whisper
+            met = "yes" if ratio <= WHISPER_RATIO_TARGET else "no"
+            lines.append(f"| {name} | {clips} | {100 * whisper:.1f} | {100 * system:.1f} "
+                         f"| {ratio:.2f} | {met} |")
+        else:
+            met = "yes" if system == 0 else "no"
+            lines.append(f"| {name} | {clips} | 0.0 | {100 * system:.1f} | — | {met} |")
     return "\n".join(lines) + "\n"
