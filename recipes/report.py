@@ -24,6 +24,7 @@ from mowe.provenance import provenance_lines
 from mowe.scoring.report import (WHISPER_RATIO_TARGET, comparison_table,
                                  whisper_reference_table)
 from mowe.scoring.routing import plot_routing, routing_shares
+from mowe.smoke import smoke_table
 
 
 
@@ -94,6 +95,18 @@ def main(argv=None):
                   whisper_reference_table(reference, {
                       system: os.path.join(args.exp, system, "hyps.jsonl")
                       for system in args.systems}).rstrip("\n")]
+    smoke_rows = {}
+    for system in args.systems:
+        path = os.path.join(args.exp, system, "smoke", "smoke.jsonl")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                smoke_rows[system] = [json.loads(line) for line in handle if line.strip()]
+    if smoke_rows:
+        lines += ["", "## Sentences in no corpus (smoke check)", "",
+                  "Sentences of `egs/synthetic/local/smoke_sentences.tsv`, spoken by voices "
+                  "held out of training and transcribed by each system as `python -m "
+                  "mowe.infer` would (stage 5, `python -m mowe.smoke`); transcript (WER).", "",
+                  smoke_table(smoke_rows).rstrip("\n")]
     lines += [""] + provenance_lines(args.exp)
     results = os.path.join(args.exp, "RESULTS.md")
     try:

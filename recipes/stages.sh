@@ -26,6 +26,9 @@
 #                 stage 5 then also transcribes the ASR test clips with it, marker
 #                 5.whisper_reference, and the report sets every system's ASR WER
 #                 beside it: how much of the encoder's knowledge reaches the LLM).
+#                 smoke_sentences (optional: an ID<TAB>VOICE<TAB>TEXT file of sentences
+#                 in no corpus; stage 5 then speaks them and every system transcribes
+#                 them, python -m mowe.smoke, marker 5.smoke, a table in the report).
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${python:-python}
@@ -232,6 +235,18 @@ whisper_reference() {
     return 1
   fi
 }
+smoke_sentences=${smoke_sentences:-}
+smoke_check() {
+  local system device=cpu whisper_args=()
+  [ "$ngpu" -ge 1 ] && device=cuda
+  [ -n "$whisper_reference_model" ] && whisper_args=(--whisper_model "$whisper_reference_model")
+  for system in $systems; do
+    $decode_cmd "$exp_dir/log/smoke_$system.log" $python -m mowe.smoke \
+      --model "$exp_dir/$system" --sentences "$smoke_sentences" \
+      --out "$exp_dir/$system/smoke" --device "$device" "${whisper_args[@]}"
+    log "  $system: $(grep -h '^| all |' "$exp_dir/$system/smoke/smoke.md" || true)"
+  done
+}
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
 pack_systems() {
   for system in $systems; do
@@ -251,6 +266,7 @@ run_stage 3 train train_systems
 run_stage 4 decode decode_systems
 run_stage 5 score score_systems
 if [ -n "$whisper_reference_model" ]; then run_stage 5 whisper_reference whisper_reference; fi
+if [ -n "$smoke_sentences" ]; then run_stage 5 smoke smoke_check; fi
 run_stage 6 report report
 run_stage 7 pack pack_systems
 # How to use the last system: its packed folder (stage 7) or, before that, its

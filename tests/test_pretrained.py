@@ -519,3 +519,70 @@ def test_whisper_reference_transcribes_a_manifests_asr_clips(converted, tmp_path
     scores = json.loads((tmp_path / "ref" / "scores.json").read_text())
     assert scores["asr"]["count"] == 4
     assert scores["asr"]["wer"] <= 0.5, [r["hyp"] for r in rows]
+
+
+# ------------------------------------------------------------- smoke sentences
+SMOKE_SENTENCES = os.path.join(os.path.dirname(__file__), "..", "egs", "synthetic", "local",
+                               "smoke_sentences.tsv")
+
+
+def test_smoke_sentences_are_spoken_transcribed_and_gated(converted, tiny_package, tmp_path,
+                                                          capsys):
+    """``python -m mowe.smoke`` on the recipe's sentences in no corpus: each is spoken by
+    a held-out voice, transcribed by the model through the inference API and by the
+    bundled Whisper's decoder (which understands them: the clips are intelligible), the
+    table is printed and written, and ``--max_wer`` fails a model that cannot transcribe
+    (the tiny random one here)."""
+    import json
+
+    import soundfile
+
+    from mowe import smoke
+    from mowe.synth import freeform, speech, text
+
+    sentences = smoke.read_sentences(SMOKE_SENTENCES)
+    assert len(sentences) >= 5
+    wordnet = {s.lower() for split in ("train", "valid", "test")
+               for s in freeform.default_pool().sentences(split)}
+    template_words = set(" ".join(text.NAMES + text.ADJECTIVES + text.NOUNS + text.VERBS +
+                                  text.PLACES + text.TIMES + text.ADVERBS + text.PREPOSITIONS +
+                                  ["the", "was", "by", "and", "we", "at", "a", "an"]).split())
+    for _, voice, said in sentences:
+        assert said.lower() not in wordnet  # not a free-form corpus sentence
+        words = set(re.sub(r"[^a-z ]", "", said.lower()).split())
+        assert words - template_words  # not a template sentence either
+        assert voice.split("+")[1] in speech.HELD_OUT_VARIANTS
+
+    out = tmp_path / "smoke"
+    assert smoke.main(["--model", str(tiny_package["package"]), "--sentences", SMOKE_SENTENCES,
+                       "--out", str(out), "--whisper_model", converted[WHISPER_DIRNAME],
+                       "--max_wer", "0.5"]) == 1
+    captured = capsys.readouterr()
+    assert "above --max_wer 50.0%" in captured.err
+    rows = [json.loads(line) for line in (out / "smoke.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == [s[0] for s in sentences]
+    assert [row["text"] for row in rows] == [s[2] for s in sentences]
+    for row in rows:
+        assert soundfile.info(row["wav"]).samplerate == 16000
+        assert 0 <= row["wer"] and 0 <= row["whisper_wer"]
+    from mowe.scoring.wer import corpus_wer
+
+    whisper_wer = corpus_wer([r["whisper"] for r in rows], [r["text"] for r in rows]).wer
+    assert whisper_wer <= 0.25, [r["whisper"] for r in rows]
+    table = (out / "smoke.md").read_text()
+    assert table in captured.out and f"| all | | WER | {100 * whisper_wer:.1f}%" in table
+    assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 2
+
+    # bad input: one actionable line, nothing deep in a library
+    bad = tmp_path / "bad.tsv"
+    for content, message in (("a\ten-us hello there\n", "expected ID<TAB>VOICE<TAB>TEXT"),
+                             ("a\ten-us\thi there\na\ten-us\tbye\n", "used twice"),
+                             ("# only a comment\n", "holds no sentence")):
+        bad.write_text(content)
+        with pytest.raises(SystemExit) as stop:
+            smoke.main(["--model", str(tiny_package["package"]), "--sentences", str(bad),
+                        "--out", str(out)])
+        assert message in str(stop.value) and str(bad) in str(stop.value)
+    with pytest.raises(SystemExit, match="cannot read the sentence list"):
+        smoke.main(["--model", str(tiny_package["package"]), "--sentences",
+                    str(tmp_path / "missing.tsv"), "--out", str(out)])

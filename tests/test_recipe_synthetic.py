@@ -66,6 +66,21 @@ def test_every_stage_ran_and_left_its_outputs(tiny_run):
     for system in ("baseline", "mowe"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {system} |"))
         assert row.split("|")[2].strip() == str(len(reference)), row
+    # the smoke check: every system transcribes the sentences in no corpus (stage 5);
+    # the report shows each transcript beside what was said and the Whisper decoder's
+    assert "stage 5 (smoke): done" in output
+    said = [line.split("\t")[2] for line in open(
+        os.path.join(RECIPE, "local", "smoke_sentences.tsv"), encoding="utf-8")
+        if line.strip() and not line.startswith("#")]
+    for system in ("baseline", "mowe"):
+        with open(os.path.join(exp, system, "smoke", "smoke.jsonl"), encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle]
+        assert [row["text"] + "\n" for row in rows] == said
+        assert all("whisper" in row for row in rows)
+    section = results.split("## Sentences in no corpus (smoke check)")[1]
+    header = next(line for line in section.splitlines() if line.startswith("| id |"))
+    assert header.endswith("| Whisper decoder | baseline | mowe |")
+    assert all(f"| {text.strip()} |" in section for text in said)
 
 
 def test_second_run_skips_every_stage(tiny_run):
@@ -74,6 +89,7 @@ def test_second_run_skips_every_stage(tiny_run):
     for number, name in enumerate(STAGES):
         assert f"stage {number} ({name}): already done, skipping" in output
     assert "stage 5 (whisper_reference): already done, skipping" in output
+    assert "stage 5 (smoke): already done, skipping" in output
     assert ": start" not in output
 
 

@@ -49,6 +49,8 @@ pretrained_dir=$(cd ../.. && pwd)/pretrained
 # stage 5 also transcribes the ASR test clips with the base Whisper's own decoder; the
 # report sets each system's WER beside it (recipes/stages.sh)
 whisper_reference_model=$pretrained_dir/whisper-tiny.en
+# ... and every system transcribes sentences in no corpus, spoken by held-out voices
+smoke_sentences=$(pwd)/local/smoke_sentences.tsv
 data_dir=data/${size}_seed${seed}
 prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --seed "$seed")
 prepare_merge_command=("$python" -m mowe.synth --out "$data_dir/raw" --merge_shards "$nj")
