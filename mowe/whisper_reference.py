@@ -10,7 +10,12 @@ Writes the AudioLLM's hypothesis format (``{"id", "task", "instruction", "hyp", 
 "selected": null, "routers": []}`` per line, ASR clips only), so that
 ``python -m mowe.scoring score --hyp_file ... --tasks asr`` scores it with the very same
 normalisation and WER as the AudioLLM. Greedy decoding through transformers' Whisper
-``generate``; a multilingual model is forced to English transcription (``--language``).
+``generate`` (as the AudioLLM decodes); a multilingual model is forced to English
+transcription (``--language``). ``--fallback``: Whisper's own guard against loops
+("W-W-W-..." on unfamiliar voices), temperature fallback as in OpenAI's ``transcribe``:
+a transcript whose token compression ratio is above 1.35 (transformers' recommended value
+for its token-based ratio) or whose mean log-probability is below -1 is decoded again at
+temperature 0.2, 0.4, ... 1.0 (sampling seeded by ``--seed``, so reruns agree).
 Clips whose audio cannot be read are skipped and counted (a log line names each), as
 are manifest entries that fail validation.
 """
@@ -43,11 +48,18 @@ def load_whisper(source, device="cpu"):
     return model.to(device).eval(), processor
 
 
-def transcribe(model, processor, waves, language="en", max_new_tokens=128):
-    """Greedy transcriptions of ``waves`` (1-D 16 kHz float tensors), one batch."""
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def transcribe(model, processor, waves, language="en", max_new_tokens=128, fallback=False):
+    """Transcriptions of ``waves`` (1-D 16 kHz float tensors), one batch: greedy, or with
+    ``fallback`` greedy with temperature fallback (module docstring)."""
     features = processor.feature_extractor([w.numpy() for w in waves], sampling_rate=16000,
                                            return_tensors="pt").input_features
     kwargs = {}
+    if fallback:
+        kwargs.update(temperature=FALLBACK_TEMPERATURES, compression_ratio_threshold=1.35,
+                      logprob_threshold=-1.0)
     if getattr(model.generation_config, "is_multilingual", False):
         kwargs.update(language=language, task="transcribe")
     with torch.no_grad():
@@ -57,7 +69,7 @@ def transcribe(model, processor, waves, language="en", max_new_tokens=128):
 
 
 def reference_hypotheses(manifest, model, processor, tasks=("asr",), batch_size=8,
-                         language="en", progress=True):
+                         language="en", progress=True, fallback=False, seed=0):
     """Hypothesis rows of the Whisper decoder for ``manifest``'s clips of ``tasks``, and
     the ``{id: reason}`` of clips left out (bad entry or unreadable audio)."""
     entries, skipped = load_manifest_entries(manifest)
@@ -75,7 +87,9 @@ def reference_hypotheses(manifest, model, processor, tasks=("asr",), batch_size=
                 skipped[key] = str(error)
                 logger.warning("skipping %s: %s", key, error)
         if batch:
-            for (key, entry), hyp in zip(batch, transcribe(model, processor, waves, language)):
+            torch.manual_seed(seed + start)  # fallback samples: the same on a rerun
+            hyps = transcribe(model, processor, waves, language, fallback=fallback)
+            for (key, entry), hyp in zip(batch, hyps):
                 rows.append({"id": key, "task": entry["task"],
                              "instruction": entry["instruction"], "hyp": hyp,
                              "ref": entry["answer"], "selected": None, "routers": []})
@@ -98,6 +112,10 @@ def parse_args(argv=None):
     parser.add_argument("--language", default="en",
                         help="forced language of a multilingual model")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fallback", action="store_true",
+                        help="temperature fallback against repetition loops (OpenAI's "
+                             "transcribe defaults; default: greedy only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fallback's sampling")
     return parser.parse_args(argv)
 
 
@@ -111,7 +129,8 @@ def main(argv=None):
         check_writable(args.hyp_file)
         model, processor = load_whisper(args.model, args.device)
         rows, skipped = reference_hypotheses(args.manifest, model, processor, args.tasks,
-                                             args.batch_size, args.language)
+                                             args.batch_size, args.language,
+                                             fallback=args.fallback, seed=args.seed)
     except (ManifestError, OutputPathError, FileNotFoundError, OSError) as error:
         sys.exit(f"error: {error}")
     if not rows:

@@ -520,6 +520,20 @@ def test_whisper_reference_transcribes_a_manifests_asr_clips(converted, tmp_path
     assert scores["asr"]["count"] == 4
     assert scores["asr"]["wer"] <= 0.5, [r["hyp"] for r in rows]
 
+    # --fallback (temperature fallback against loops): same clips, as good, and seeded,
+    # so a rerun writes the same transcripts
+    fallback = [tmp_path / "fallback" / f"hyps{i}.jsonl" for i in (1, 2)]
+    for path in fallback:
+        assert reference_main(["--manifest", str(tmp_path / "test.json"), "--model",
+                               converted[WHISPER_DIRNAME], "--hyp_file", str(path),
+                               "--fallback", "--seed", "3"]) == 0
+    again = [json.loads(line) for line in fallback[0].read_text().splitlines()]
+    assert sorted(r["id"] for r in again) == [f"asr_{i}" for i in range(4)]
+    assert fallback[0].read_text() == fallback[1].read_text()
+    from mowe.scoring.wer import corpus_wer
+
+    assert corpus_wer([r["hyp"] for r in again], [r["ref"] for r in again]).wer <= 0.5
+
 
 # ------------------------------------------------------------- smoke sentences
 SMOKE_SENTENCES = os.path.join(os.path.dirname(__file__), "..", "egs", "synthetic", "local",
