@@ -114,6 +114,22 @@ def wordnet_word_questions(wordnet_dir=WORDNET_DIR):
     return sorted(chosen.values())
 
 
+def _split_by_sentence(items, sentence_of):
+    """``{split: [item, ...]}``, each item in the split of its sentence's lower-cased hash."""
+    by_split = {"train": [], "valid": [], "test": []}
+    for item in items:
+        by_split[split_of(sentence_of(item).lower())].append(item)
+    return by_split
+
+
+def _draw(by_split, rng, split, what):
+    """One item of ``split`` drawn with ``rng``; a named error for an empty split."""
+    pool = by_split[split]
+    if not pool:
+        raise ValueError(f"no free-form {what} belongs to the {split} split")
+    return pool[int(rng.integers(len(pool)))]
+
+
 class FreeformText:
     """Sentences split into train/valid/test by a hash of their lower-cased text.
 
@@ -125,9 +141,7 @@ class FreeformText:
 
     def __init__(self, sentences=None):
         pool = wordnet_examples() if sentences is None else sentences
-        self._by_split = {"train": [], "valid": [], "test": []}
-        for sentence in pool:
-            self._by_split[split_of(sentence.lower())].append(sentence)
+        self._by_split = _split_by_sentence(pool, lambda sentence: sentence)
 
     def sentences(self, split):
         """Every sentence of ``split``, in a fixed order."""
@@ -135,10 +149,7 @@ class FreeformText:
 
     def sentence_in_split(self, rng, split):
         """One sentence of ``split`` drawn with ``rng`` (a numpy Generator)."""
-        pool = self._by_split[split]
-        if not pool:
-            raise ValueError(f"no free-form sentence belongs to the {split} split")
-        return pool[int(rng.integers(len(pool)))]
+        return _draw(self._by_split, rng, split, "sentence")
 
 
 # How a spoken-QA item asks for the word (one drawn per item).
@@ -173,9 +184,7 @@ class WordQuestions:
 
     def __init__(self, triples=None):
         pool = wordnet_word_questions() if triples is None else triples
-        self._by_split = {"train": [], "valid": [], "test": []}
-        for triple in pool:
-            self._by_split[split_of(triple[0].lower())].append(tuple(triple))
+        self._by_split = _split_by_sentence(map(tuple, pool), lambda triple: triple[0])
 
     def triples(self, split):
         """Every ``(sentence, word, definition)`` of ``split``, in a fixed order."""
@@ -183,10 +192,7 @@ class WordQuestions:
 
     def item_in_split(self, rng, split):
         """``(passage, question, answer)`` of ``split`` drawn with ``rng``."""
-        pool = self._by_split[split]
-        if not pool:
-            raise ValueError(f"no free-form question belongs to the {split} split")
-        sentence, word, definition = pool[int(rng.integers(len(pool)))]
+        sentence, word, definition = _draw(self._by_split, rng, split, "question")
         template = WORD_QUESTIONS[int(rng.integers(len(WORD_QUESTIONS)))]
         return sentence, template.format(definition=definition), word
 
