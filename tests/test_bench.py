@@ -8,7 +8,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["train_step_over_gemm_peak", "padded_tokens_share_before",
-        "padded_tokens_share_after", "bucketed_over_shuffled_step",
+        "padded_tokens_share_after", "bucketed_over_shuffled_step", "recipe_step_over_plain_step",
         "mowe_m4_sparse_over_base", "sparse_m16_over_sparse_m4",
         "batched_over_sequential_decode", "decode_prefill_share", "decode_identical",
         "decode_tokens_per_s"]
