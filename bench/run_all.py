@@ -223,13 +223,11 @@ def optimizer_for(model, fused=True):
 def with_plain_lora_dropout(model):
     """``model`` with peft's own ``nn.Dropout`` back in its LoRA layers (undoes
     mowe.dropout.use_quarter_draw_dropout): the step before this round's CPU changes."""
-    from mowe.dropout import QuarterDrawDropout
+    from mowe.dropout import QuarterDrawDropout, lora_dropout_slots
 
-    for name, child in model.named_modules():
-        if name.endswith("lora_dropout") and isinstance(child, torch.nn.ModuleDict):
-            for key, dropout in list(child.items()):
-                if isinstance(dropout, QuarterDrawDropout):
-                    child[key] = torch.nn.Dropout(dropout.p)
+    for container, key, dropout in lora_dropout_slots(model):
+        if isinstance(dropout, QuarterDrawDropout):
+            container[key] = torch.nn.Dropout(dropout.p)
     return model
 
 

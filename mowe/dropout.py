@@ -58,6 +58,16 @@ class QuarterDrawDropout(nn.Dropout):
         return x * keep.to(x.dtype) * scale
 
 
+def lora_dropout_slots(module):
+    """Yield ``(container, adapter_name, dropout)`` for every dropout module in peft's
+    ``lora_dropout`` containers of ``module`` (a list: safe to replace while iterating)."""
+    slots = []
+    for name, child in module.named_modules():
+        if name.endswith("lora_dropout") and isinstance(child, nn.ModuleDict):
+            slots += [(child, key, dropout) for key, dropout in child.items()]
+    return slots
+
+
 def use_quarter_draw_dropout(module):
     """Replace every ``nn.Dropout`` inside peft's ``lora_dropout`` containers of
     ``module`` by :class:`QuarterDrawDropout` of the same ``p``; returns the count.
@@ -73,11 +83,8 @@ def use_quarter_draw_dropout(module):
         The number of dropout modules replaced.
     """
     replaced = 0
-    for name, child in module.named_modules():
-        if not name.endswith("lora_dropout") or not isinstance(child, nn.ModuleDict):
-            continue
-        for key, dropout in list(child.items()):
-            if type(dropout) is nn.Dropout:
-                child[key] = QuarterDrawDropout(dropout.p)
-                replaced += 1
+    for container, key, dropout in lora_dropout_slots(module):
+        if type(dropout) is nn.Dropout:
+            container[key] = QuarterDrawDropout(dropout.p)
+            replaced += 1
     return replaced
