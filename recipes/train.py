@@ -19,6 +19,13 @@ replacement, one epoch = as many draws as training clips) and ``init_from`` (a s
 folder of another run, e.g. the ASR-only first stage of two-stage training: its newest
 checkpoint initialises the model when this run has no checkpoint of its own).
 
+CTC warm-up (``mowe.ctc_warmup``): ``ctc_warmup_epochs: N`` first trains the audio front
+end for N epochs on the ``ctc_warmup_tasks`` clips (default ``[asr]``) with a CTC loss
+against the LLM's input embeddings (``ctc_warmup_lr``, ``ctc_warmup_batch_size``), its
+checkpoints in ``<save_folder>/ctc_warmup`` (resumed when interrupted, loaded when done;
+skipped once the multitask run has checkpoints) and its log in
+``<output_folder>/ctc_warmup_log.txt`` (validation CTC loss and greedy-CTC WER).
+
 Precomputed features: ``--feature_cache=DIR`` (the recipes' features step,
 ``recipes/features.py``) makes the batches carry the frozen base encoder's cached output
 instead of running it; clips the cache lacks are encoded live and counted.
@@ -51,6 +58,7 @@ import sys
 import speechbrain as sb
 
 from mowe.brain import MoWEBrain, NonFiniteLossError
+from mowe.ctc_warmup import run_ctc_warmup
 from mowe.features import FeatureCacheError, open_cache
 from mowe.recipe import dataset, load_recipe_hparams, pop_option
 
@@ -214,6 +222,11 @@ def main(argv):
                                                             num_training_steps=steps)
     if hparams.get("init_from"):
         initialise_from(hparams["model"], hparams["init_from"], hparams["checkpointer"])
+    try:
+        run_ctc_warmup(hparams["model"], hparams, train, valid, run_opts,
+                       hparams["checkpointer"])
+    except NonFiniteLossError as error:
+        sys.exit(f"error: CTC warm-up: {error}")
     brain = MoWEBrain(modules={"model": hparams["model"]}, opt_class=hparams["opt_class"],
                       hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     if hparams.get("max_batch_seconds"):
