@@ -163,3 +163,21 @@ def test_warmup_without_clips_of_its_tasks_says_so(setup, tmp_path):
     assert result.returncode != 0
     assert "no clips of the tasks ['sqa'] (ctc_warmup_tasks)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_warmup_runs_under_ddp(setup, tmp_path):
+    """Two gloo processes (the front end goes through the DDP wrapper): the warm-up
+    trains, validates and checkpoints. (Equality with one process is not checked here.)"""
+    pretrained, data = setup
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(REPO, "recipes", "train.py"), CONFIG, f"--output_folder={out}",
+           f"--data_folder={data}", f"--pretrained_dir={pretrained}", "--number_of_epochs=0",
+           "--batch_size=2", "--global_batch_size=4", "--ckpt_interval_minutes=0",
+           "--seed=3", "--ctc_warmup_epochs=1", "--ctc_warmup_batch_size=2",
+           "--distributed_backend=gloo"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row[0] for row in warmup_epochs(out)] == [1]
+    assert any(name.startswith("CKPT") for name in os.listdir(out / "save" / "ctc_warmup"))
