@@ -9,6 +9,7 @@ file, a YAML or a checkpoint to load.
 
 import json
 import logging
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -125,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, self._chat(body))
             except RequestError as error:
                 self._fail(error, close=error.status in (411, 413))
+                if error.status in (411, 413):  # the body was left unread
+                    self._linger()
         except (BrokenPipeError, ConnectionResetError):
             logger.info("client %s went away", self.address_string())
         finally:
@@ -145,6 +148,32 @@ class Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ helpers
     def _drain_or_close(self):
         self.close_connection = True
+
+    def _linger(self, total_seconds=5.0, idle_seconds=0.5):
+        """Lingering close after an error sent without reading the body: stop writing,
+        then read and discard what the client still sends (until it stops, has sent its
+        declared Content-Length, is idle ``idle_seconds`` or ``total_seconds`` passed).
+        Closing a socket that holds unread data resets the connection, and the reset can
+        reach the client before it has read the error response (it sees a broken pipe
+        instead of the 413); nginx and Apache linger the same way. By hand because
+        ``http.server`` has no such option."""
+        try:
+            self.wfile.flush()
+            expected = int(self.headers.get("Content-Length") or 0)
+        except (OSError, ValueError):
+            expected = 0
+        sock, received = self.connection, 0
+        deadline = time.monotonic() + total_seconds
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while time.monotonic() < deadline and (not expected or received < expected):
+                sock.settimeout(min(idle_seconds, max(0.01, deadline - time.monotonic())))
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                received += len(chunk)
+        except OSError:  # socket.timeout included: the client went quiet or away
+            pass
 
     def _read_json(self):
         limits = self.server.limits
