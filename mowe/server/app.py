@@ -86,6 +86,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
+        if close:  # every closing answer leaves the request body unread
+            self._linger()
 
     def _fail(self, error, close=False):
         self._send(error.status, error.body(), close=close)
@@ -117,7 +119,6 @@ class Handler(BaseHTTPRequestHandler):
         try:
             path = self.path.split("?", 1)[0].rstrip("/")
             if path != "/v1/chat/completions":
-                self._drain_or_close()
                 self._fail(RequestError(404 if path not in ("/health", "/v1/models") else 405,
                                         f"POST {path or '/'} is not served"), close=True)
                 return
@@ -126,8 +127,6 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, self._chat(body))
             except RequestError as error:
                 self._fail(error, close=error.status in (411, 413))
-                if error.status in (411, 413):  # the body was left unread
-                    self._linger()
         except (BrokenPipeError, ConnectionResetError):
             logger.info("client %s went away", self.address_string())
         finally:
@@ -146,22 +145,25 @@ class Handler(BaseHTTPRequestHandler):
             self._finish()
 
     # ------------------------------------------------------------------ helpers
-    def _drain_or_close(self):
-        self.close_connection = True
-
     def _linger(self, total_seconds=5.0, idle_seconds=0.5):
-        """Lingering close after an error sent without reading the body: stop writing,
+        """Lingering close after an answer sent without reading the body: stop writing,
         then read and discard what the client still sends (until it stops, has sent its
         declared Content-Length, is idle ``idle_seconds`` or ``total_seconds`` passed).
         Closing a socket that holds unread data resets the connection, and the reset can
         reach the client before it has read the error response (it sees a broken pipe
         instead of the 413); nginx and Apache linger the same way. By hand because
         ``http.server`` has no such option."""
+        chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        try:
+            expected = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            expected = 0
+        if expected <= 0 and not chunked:
+            return  # no body to wait for
         try:
             self.wfile.flush()
-            expected = int(self.headers.get("Content-Length") or 0)
-        except (OSError, ValueError):
-            expected = 0
+        except OSError:
+            return
         sock, received = self.connection, 0
         deadline = time.monotonic() + total_seconds
         try:
