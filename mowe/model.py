@@ -135,6 +135,9 @@ class AudioLLM(nn.Module):
         # clips whose base features came from a feature cache / were encoded live instead
         self.feature_cache_hits = 0
         self.feature_cache_misses = 0
+        # frozen source weights that a loaded state replaced (e.g. ``init_from`` a run
+        # that fine-tuned the base encoder, now frozen): saved from then on, not dropped
+        self._loaded_frozen_keys = set()
 
     @property
     def tokenizer(self):
@@ -142,28 +145,32 @@ class AudioLLM(nn.Module):
         return self.llm.tokenizer
 
     # --------------------------------------------------------------- checkpoints
-    def _frozen_llm_keys(self):
-        return {f"llm.{name}" for name, parameter in self.llm.named_parameters()
-                if not parameter.requires_grad}
-
     @mark_as_saver
     def save_checkpoint(self, path):
-        """Save everything but the LLM's frozen base weights (they come from its source).
+        """Save what training changed: everything but the frozen weights that come from
+        the LLM's and the base encoder's sources (:meth:`frozen_source_keys`, except
+        those a loaded state replaced).
 
-        For SmolLM2-135M this keeps a checkpoint at a few MB of LoRA + encoders +
-        adapter instead of half a GB; for an 8B LLM it is the difference that matters.
+        For SmolLM2-135M with a frozen Whisper tiny.en this keeps a training checkpoint
+        at ~20 MB (LoRA, weak encoders, adapter, projection) instead of ~160 MB (the
+        tied LM head and the base encoder under both of its names); for an 8B LLM it is
+        the difference that matters.
         """
-        frozen = self._frozen_llm_keys()
+        frozen = self.frozen_source_keys() - self._loaded_frozen_keys
         torch.save({key: value for key, value in self.state_dict().items()
                     if key not in frozen}, path)
 
     @mark_as_loader
     def load_checkpoint(self, path, end_of_epoch=False):
-        """Load a checkpoint written by :meth:`save_checkpoint`, checking its keys."""
+        """Load a checkpoint written by :meth:`save_checkpoint`, checking its keys.
+
+        Checkpoints written before the frozen base encoder and the tied LM head were
+        left out still load (and, holding those weights, keep them in later saves).
+        """
         from mowe.resume import safe_load
 
         state = safe_load(path)  # weights_only=True: a crafted file cannot run code
-        self.load_trained_state(state, path, may_lack=self._frozen_llm_keys())
+        self.load_trained_state(state, path)
 
     def frozen_source_keys(self):
         """State-dict keys of the frozen weights that come from the LLM's and the base
@@ -176,9 +183,10 @@ class AudioLLM(nn.Module):
                 if isinstance(value, nn.Parameter) and not value.requires_grad}
 
     def trained_state_dict(self):
-        """The state dict without :meth:`frozen_source_keys`: what training changed (and
-        buffers), as contiguous CPU tensors that own their memory (for safetensors)."""
-        frozen = self.frozen_source_keys()
+        """The state dict without :meth:`frozen_source_keys` (except those a loaded state
+        replaced): what training changed (and buffers), as contiguous CPU tensors that
+        own their memory (for safetensors)."""
+        frozen = self.frozen_source_keys() - self._loaded_frozen_keys
         return {key: value.detach().to("cpu").contiguous().clone()
                 for key, value in self.state_dict().items() if key not in frozen}
 
@@ -200,6 +208,7 @@ class AudioLLM(nn.Module):
         except RuntimeError as error:
             raise RuntimeError(f"checkpoint {origin} does not fit this model spec {hint}: "
                                f"{error}") from error
+        self._loaded_frozen_keys |= set(state) & self.frozen_source_keys()
         may_lack = self.frozen_source_keys() if may_lack is None else may_lack
         absent = sorted(set(missing) - set(may_lack))
         if unexpected or absent:

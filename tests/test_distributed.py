@@ -103,3 +103,4 @@ def test_synthetic_recipe_through_slurm_matches_local(slurm_cluster, tiny_run):
         text = open(os.path.join(logs, name), encoding="utf-8").read()
         assert "on " in text and "# exit code 0" in text and " job " in text, name
     assert results_table(slurm_tag) == results_table(local_tag), output[-3000:]
+    shutil.rmtree(os.path.join(RECIPE, "exp", slurm_tag))  # passed: free the disk

@@ -188,11 +188,38 @@ def test_brain_fit_logs_parts_routing_and_saves_small_checkpoints(tiny_models, t
     saved = torch.load(os.path.join(checkpoint.path, "model.ckpt"), weights_only=True)
     assert any("lora_" in key for key in saved)
     assert not any(key.startswith("llm.") and "lora_" not in key for key in saved)
+    assert not set(saved) & model.frozen_source_keys()  # nor the frozen base encoder
     # The checkpoint restores the trained weights into a fresh model.
     fresh = load_spec(tiny_models)["model"]
     fresh.load_checkpoint(os.path.join(checkpoint.path, "model.ckpt"))
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_checkpoint_leaves_out_a_tied_lm_head_and_keeps_replaced_frozen_weights(
+        tiny_models, tmp_path):
+    from mowe.testing import make_tiny_llama
+
+    tied = make_tiny_llama(str(tmp_path / "tied_llama"), tie_word_embeddings=True)
+    model = load_spec(tiny_models, llm_source=tied, freeze_base_encoder=True)["model"]
+    model.save_checkpoint(tmp_path / "fresh.ckpt")
+    saved = torch.load(tmp_path / "fresh.ckpt", weights_only=True)
+    frozen = model.frozen_source_keys()
+    assert any(key.endswith("lm_head.weight") for key in frozen)  # the tied alias
+    assert any(key.startswith("base_encoder.") for key in frozen)
+    assert not set(saved) & frozen and any("lora_" in key for key in saved)
+    # init_from a run that fine-tuned the base encoder, into a model that freezes it:
+    # the fine-tuned weights are not the source's, so later saves keep them.
+    tuned = {key: value + 1.0 for key, value in model.state_dict().items()
+             if key.startswith("base_encoder.") and key in frozen}
+    state = dict(saved, **tuned)
+    model.load_trained_state(state, "stage1.ckpt")
+    model.save_checkpoint(tmp_path / "stage2.ckpt")
+    resumed = load_spec(tiny_models, llm_source=tied, freeze_base_encoder=True)["model"]
+    resumed.load_checkpoint(tmp_path / "stage2.ckpt")
+    for key, value in tuned.items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert set(tuned) <= set(resumed.trained_state_dict())  # and a packaged model too
 
 
 def test_checkpoint_of_another_spec_is_rejected(tiny_models, tmp_path):
