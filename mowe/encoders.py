@@ -96,6 +96,8 @@ class AudioEncoder(nn.Module):
 
     output_dim = None
     fixed_length = False
+    # its weights come from a pretrained source (a frozen one need not be checkpointed)
+    from_source = True
 
     def __init__(self, freeze=False):
         super().__init__()
@@ -342,6 +344,8 @@ class SmallEncoder(AudioEncoder):
     freeze : bool
         Keep the weights fixed.
     """
+
+    from_source = False  # random init: checkpoints and packages keep it, frozen or not
 
     def __init__(self, n_mels=40, d_model=128, num_layers=2, num_heads=4, ffn_dim=None,
                  dropout=0.1, freeze=False):

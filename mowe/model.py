@@ -165,7 +165,8 @@ class AudioLLM(nn.Module):
         """Load a checkpoint written by :meth:`save_checkpoint`, checking its keys.
 
         Checkpoints written before the frozen base encoder and the tied LM head were
-        left out still load (and, holding those weights, keep them in later saves).
+        left out still load; their copies of those weights, equal to the sources', are
+        not carried into later saves.
         """
         from mowe.resume import safe_load
 
@@ -177,8 +178,10 @@ class AudioLLM(nn.Module):
         encoder's sources (a packaged model does not store them)."""
         # state_dict(keep_vars=True), not named_parameters(): a module reachable under two
         # names (the Whisper lobe's encoder is also ``base_encoder.encoder``) has both keys.
-        return {f"{prefix}.{name}" for prefix, module in (("llm", self.llm),
-                                                           ("base_encoder", self.base_encoder))
+        sources = [("llm", self.llm)]
+        if getattr(self.base_encoder, "from_source", True):  # not a from-scratch encoder
+            sources.append(("base_encoder", self.base_encoder))
+        return {f"{prefix}.{name}" for prefix, module in sources
                 for name, value in module.state_dict(keep_vars=True).items()
                 if isinstance(value, nn.Parameter) and not value.requires_grad}
 
@@ -203,12 +206,18 @@ class AudioLLM(nn.Module):
             Keys ``state`` may miss (default: :meth:`frozen_source_keys`).
         """
         hint = "(was it trained with another encoder/mixture/adapter configuration?)"
+        # frozen source weights that ``state`` changes are kept in later saves; equal
+        # copies (checkpoints written before they were left out) are not
+        current = self.state_dict()
+        self._loaded_frozen_keys |= {
+            key for key in set(state) & self.frozen_source_keys()
+            if current[key].shape == state[key].shape
+            and not torch.equal(current[key], state[key].to(current[key]))}
         try:
             missing, unexpected = self.load_state_dict(state, strict=False)
         except RuntimeError as error:
             raise RuntimeError(f"checkpoint {origin} does not fit this model spec {hint}: "
                                f"{error}") from error
-        self._loaded_frozen_keys |= set(state) & self.frozen_source_keys()
         may_lack = self.frozen_source_keys() if may_lack is None else may_lack
         absent = sorted(set(missing) - set(may_lack))
         if unexpected or absent:
@@ -250,6 +259,14 @@ class AudioLLM(nn.Module):
         if base_feats is None:
             z_base, base_lens = self.base_encoder(wav, wav_lens)
         else:
+            if any(key.startswith("base_encoder.") for key in self._loaded_frozen_keys):
+                from mowe.features import FeatureCacheError
+
+                raise FeatureCacheError(
+                    "the frozen base encoder holds weights loaded from a checkpoint "
+                    "(init_from a run that fine-tuned it), not its source's, so features "
+                    "cached from the source do not apply: train without the feature cache "
+                    "(recipes/train.py without --feature_cache; a recipe: use_features=false)")
             z_base, base_lens = self._cached_base_features(wav, wav_lens, base_feats)
         mowe = None
         feats = z_base

@@ -225,15 +225,16 @@ def main(argv):
     try:
         run_ctc_warmup(hparams["model"], hparams, train, valid, run_opts,
                        hparams["checkpointer"])
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, FeatureCacheError) as error:
         sys.exit(f"error: CTC warm-up: {error}")
     brain = MoWEBrain(modules={"model": hparams["model"]}, opt_class=hparams["opt_class"],
                       hparams=hparams, run_opts=run_opts, checkpointer=hparams["checkpointer"])
     if hparams.get("max_batch_seconds"):
         logger.info("training on %d clips (%d validation) in %d batches of <= %s s of padded "
                     "audio, %d optimizer steps; %d process(es) x %d accumulation",
-                    len(train), len(valid), len(loader_kwargs["batch_sampler"]), steps,
-                    hparams["max_batch_seconds"], world_size, brain.grad_accumulation_factor)
+                    len(train), len(valid), len(loader_kwargs["batch_sampler"]),
+                    hparams["max_batch_seconds"], steps, world_size,
+                    brain.grad_accumulation_factor)
     else:
         logger.info("training on %d clips (%d validation), %d optimizer steps; %d process(es) "
                     "x batch %d x %d accumulation = global batch %d%s", len(train),
@@ -246,7 +247,7 @@ def main(argv):
                   train_loader_kwargs=loader_kwargs,
                   valid_loader_kwargs={"batch_size": hparams["batch_size"],
                                        "num_workers": hparams.get("num_workers", 0)})
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, FeatureCacheError) as error:
         sys.exit(f"error: {error}")
     finally:
         report_skips(brain)

@@ -169,6 +169,57 @@ def test_raw_http_errors(server):
     assert connection.getresponse().status == 200
 
 
+def test_unreadable_content_length_closes_the_connection(server):
+    """The unread body must not be taken for a second request: one JSON 400, then EOF."""
+    import socket
+
+    host, port = server.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: ten\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"Connection: close" in head, received
+    assert received.count(b"HTTP/1.1 ") == 1, received
+    assert "not a number" in json.loads(body)["error"]["message"]
+
+
+def test_a_failing_model_gets_a_500_json_error_and_the_server_lives_on():
+    """Any model failure (not only refused options) answers the request, in process."""
+    import threading
+    from types import SimpleNamespace
+
+    from mowe.server.app import ModelServer
+    from mowe.server.batching import DynamicBatcher
+    from mowe.server.protocol import Limits
+
+    class FailingModel:
+        def answer_signals(self, *args, **kwargs):
+            raise RuntimeError("out of memory")
+
+    batcher = DynamicBatcher(FailingModel()).start()
+    inference = SimpleNamespace(decoding={"max_new_tokens": 8}, model=None)
+    httpd = ModelServer(("127.0.0.1", 0), inference, batcher, Limits(), "mowe")
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for _ in range(2):  # the server keeps answering
+            status, payload = post(url, json.dumps(chat([TEXT, GOOD_AUDIO])).encode())
+            assert status == 500, payload
+            assert payload["error"]["code"] == "model_error"
+            assert "RuntimeError: out of memory" in payload["error"]["message"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        batcher.stop()
+
+
 def test_server_stops_itself_after_max_requests(tiny_package):
     process = Process(["-m", "mowe.serve", "--model", str(tiny_package["package"]),
                        "--port", "0", "--max_requests", "2", "--stop_after", "300"])

@@ -220,6 +220,24 @@ def test_checkpoint_leaves_out_a_tied_lm_head_and_keeps_replaced_frozen_weights(
     for key, value in tuned.items():
         assert torch.equal(resumed.state_dict()[key], value), key
     assert set(tuned) <= set(resumed.trained_state_dict())  # and a packaged model too
+    # ... and features cached from the source encoder no longer apply to it
+    from mowe.features import FeatureCacheError
+
+    with pytest.raises(FeatureCacheError, match="use_features=false"):
+        resumed.encode_features(torch.zeros(1, 16000), torch.ones(1), base_feats=[None])
+    # a checkpoint written before frozen weights were left out holds them unchanged:
+    # loading it does not carry them into later saves (nor into a package)
+    old_format = load_spec(tiny_models, llm_source=tied, freeze_base_encoder=True)["model"]
+    old_format.load_trained_state(old_format.state_dict(), "old.ckpt")
+    assert not set(old_format.trained_state_dict()) & frozen
+    # a frozen encoder trained from scratch has no source to come back from: it is kept
+    small = load_spec(tiny_models, base_encoder_kind="small", freeze_base_encoder=True,
+                      num_audio_tokens=4, frames_per_token=2)["model"]
+    frozen_small = [key for key, value in small.named_parameters()
+                    if key.startswith("base_encoder.") and not value.requires_grad]
+    small.save_checkpoint(tmp_path / "small.ckpt")
+    assert frozen_small and set(frozen_small) <= set(
+        torch.load(tmp_path / "small.ckpt", weights_only=True))
 
 
 def test_checkpoint_of_another_spec_is_rejected(tiny_models, tmp_path):

@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mowe.data.audio import SAMPLE_RATE, AudioError, read_audio_bytes
@@ -122,11 +123,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._fail(RequestError(404 if path not in ("/health", "/v1/models") else 405,
                                         f"POST {path or '/'} is not served"), close=True)
                 return
+            self._body_read = False
             try:
                 body = self._read_json()
                 self._send(200, self._chat(body))
             except RequestError as error:
-                self._fail(error, close=error.status in (411, 413))
+                # a body left unread (411, 413, a bad or short Content-Length) would be
+                # read as the next request: close the connection after the answer
+                self._fail(error, close=not self._body_read)
         except (BrokenPipeError, ConnectionResetError):
             logger.info("client %s went away", self.address_string())
         finally:
@@ -157,9 +161,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             expected = int(self.headers.get("Content-Length") or 0)
         except ValueError:
-            expected = 0
-        if expected <= 0 and not chunked:
+            expected = -1
+        if expected == 0 and not chunked:
             return  # no body to wait for
+        expected = max(expected, 0)  # 0: chunked or an unreadable length: until quiet
         try:
             self.wfile.flush()
         except OSError:
@@ -195,6 +200,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         if len(raw) != length:
             raise RequestError(400, "the request body ended early")
+        self._body_read = True
         try:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -220,10 +226,15 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(503, f"server busy: {error}; retry later") from None
         try:
             answer = future.result(timeout=server.request_timeout)
-        except TimeoutError:
+        # before Python 3.11 a future's timeout is not the built-in TimeoutError
+        except (TimeoutError, FutureTimeoutError):
             raise RequestError(503, f"no answer within {server.request_timeout:g} s") from None
         except ValueError as error:  # decoding options the model refuses
             raise RequestError(400, str(error)) from None
+        except Exception as error:  # the batch failed (logged with its traceback there)
+            raise RequestError(500, f"the model failed on this request "
+                                    f"({type(error).__name__}: {error}); see the server log",
+                               code="model_error") from None
         tokenizer = server.inference.model.tokenizer
         completion = len(tokenizer(answer.text, add_special_tokens=False).input_ids)
         prompt = len(tokenizer(request.instruction, add_special_tokens=False).input_ids)
