@@ -285,12 +285,14 @@ def run_ctc_warmup(model, hparams, train, valid, run_opts, main_checkpointer):
     if len(valid) == 0:
         raise SystemExit(f"error: the validation set has no clips of the tasks {list(tasks)}"
                          " (ctc_warmup_tasks): the CTC warm-up checkpoints after validation")
-    brain.fit(counter, train, valid,
-              train_loader_kwargs={"batch_size": batch_size, "shuffle": True,
-                                   "num_workers": workers},
-              valid_loader_kwargs={"batch_size": batch_size, "num_workers": workers})
-    if brain.unfit_clips:
-        logger.warning("CTC warm-up: %d training clip passes left out of the loss: their "
-                       "transcript needs more frames than their audio tokens (raise "
-                       "num_audio_tokens) or is empty", brain.unfit_clips)
+    try:
+        brain.fit(counter, train, valid,
+                  train_loader_kwargs={"batch_size": batch_size, "shuffle": True,
+                                       "num_workers": workers},
+                  valid_loader_kwargs={"batch_size": batch_size, "num_workers": workers})
+    finally:  # also when batches of only such clips (NaN loss) stopped the warm-up
+        if brain.unfit_clips:
+            logger.warning("CTC warm-up: %d training clip passes left out of the loss: "
+                           "their transcript needs more frames than their audio tokens "
+                           "(raise num_audio_tokens) or is empty", brain.unfit_clips)
     return brain
