@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # egs/synthetic: the offline 5-task recipe (ASR, ER, AQA, SQA, AC), end to end.
-#   ./run.sh [--size tiny|small|default] [--seed N] [--stage N] [--stop_stage M]
+#   ./run.sh [--size tiny|small|default|study|freeform_tiny|large] [--seed N] [--stage N] [--stop_stage M]
 #            [--ngpu N] [--num_nodes K] [--cmd local|slurm] [--nj N] [--tag NAME]
 #            [--epochs N] [--systems "baseline mowe ..."] [--train_seed N]
 #            [--train_args "--lr=1e-4 ..."] [--decode_args "--beam_size=4 ..."]
@@ -59,8 +59,10 @@ epoch_args=()
 [ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)  # decode.py too: beats conf/decode.yaml
 # The free-form corpus: the LLM reads the audio only once the front end has had a CTC
 # warm-up (mowe/ctc_warmup.py; RESULTS.md: ASR WER 101.4 -> 77.7); --train_args
-# "--ctc_warmup_epochs=0" turns it off.
-if [ "$size" = large ] && [[ "$train_args" != *ctc_warmup_epochs* ]]; then
+# "--ctc_warmup_epochs=0" turns it off, and so does a --train_config of your own that
+# sets ctc_warmup_epochs (conf/train.yaml's 0 is the default for the other sizes).
+if [ "$size" = large ] && [[ "$train_args" != *ctc_warmup_epochs* ]] && \
+   { [ "$train_config" = conf/train.yaml ] || ! grep -q "^ctc_warmup_epochs:" "$train_config"; }; then
   epoch_args+=(--ctc_warmup_epochs=6)
 fi
 # Stage 7 (pack): model-card metadata of the packed models.
