@@ -156,7 +156,7 @@ class AudioLLM(nn.Module):
         instead of 182 MB (the tied LM head and the base encoder under both of its
         names); for an 8B LLM it is the difference that matters.
         """
-        frozen = self.frozen_source_keys() - self._loaded_frozen_keys
+        frozen = self._keys_left_to_sources()
         torch.save({key: value for key, value in self.state_dict().items()
                     if key not in frozen}, path)
 
@@ -185,11 +185,16 @@ class AudioLLM(nn.Module):
                 for name, value in module.state_dict(keep_vars=True).items()
                 if isinstance(value, nn.Parameter) and not value.requires_grad}
 
+    def _keys_left_to_sources(self):
+        """What checkpoints and packages leave out: :meth:`frozen_source_keys` but those
+        a loaded state changed."""
+        return self.frozen_source_keys() - self._loaded_frozen_keys
+
     def trained_state_dict(self):
         """The state dict without :meth:`frozen_source_keys` (except those a loaded state
         replaced): what training changed (and buffers), as contiguous CPU tensors that
         own their memory (for safetensors)."""
-        frozen = self.frozen_source_keys() - self._loaded_frozen_keys
+        frozen = self._keys_left_to_sources()
         return {key: value.detach().to("cpu").contiguous().clone()
                 for key, value in self.state_dict().items() if key not in frozen}
 
@@ -208,9 +213,9 @@ class AudioLLM(nn.Module):
         hint = "(was it trained with another encoder/mixture/adapter configuration?)"
         # frozen source weights that ``state`` changes are kept in later saves; equal
         # copies (checkpoints written before they were left out) are not
-        current = self.state_dict()
+        current, from_sources = self.state_dict(), self.frozen_source_keys()
         self._loaded_frozen_keys |= {
-            key for key in set(state) & self.frozen_source_keys()
+            key for key in set(state) & from_sources
             if current[key].shape == state[key].shape
             and not torch.equal(current[key], state[key].to(current[key]))}
         try:
@@ -218,7 +223,7 @@ class AudioLLM(nn.Module):
         except RuntimeError as error:
             raise RuntimeError(f"checkpoint {origin} does not fit this model spec {hint}: "
                                f"{error}") from error
-        may_lack = self.frozen_source_keys() if may_lack is None else may_lack
+        may_lack = from_sources if may_lack is None else may_lack
         absent = sorted(set(missing) - set(may_lack))
         if unexpected or absent:
             raise RuntimeError(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # egs/synthetic: the offline 5-task recipe (ASR, ER, AQA, SQA, AC), end to end.
-#   ./run.sh [--size tiny|small|default|study|freeform_tiny|large] [--seed N] [--stage N] [--stop_stage M]
-#            [--ngpu N] [--num_nodes K] [--cmd local|slurm] [--nj N] [--tag NAME]
+#   ./run.sh [--size tiny|small|default|study|freeform_tiny|large] [--seed N]
+#            [--stage N] [--stop_stage M] [--ngpu N] [--num_nodes K]
+#            [--cmd local|slurm] [--nj N] [--tag NAME]
 #            [--epochs N] [--systems "baseline mowe ..."] [--train_seed N]
 #            [--train_args "--lr=1e-4 ..."] [--decode_args "--beam_size=4 ..."]
 #            [--train_config conf/train.yaml] [--decode_config conf/decode.yaml]
@@ -62,7 +63,8 @@ epoch_args=()
 # "--ctc_warmup_epochs=0" turns it off, and so does a --train_config of your own that
 # sets ctc_warmup_epochs (conf/train.yaml's 0 is the default for the other sizes).
 if [ "$size" = large ] && [[ "$train_args" != *ctc_warmup_epochs* ]] && \
-   { [ "$train_config" = conf/train.yaml ] || ! grep -q "^ctc_warmup_epochs:" "$train_config"; }; then
+   { [ "$train_config" = conf/train.yaml ] ||
+     ! grep -q "^ctc_warmup_epochs:" "$train_config"; }; then
   epoch_args+=(--ctc_warmup_epochs=6)
 fi
 # Stage 7 (pack): model-card metadata of the packed models.
