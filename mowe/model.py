@@ -58,20 +58,21 @@ class AudioLLMOutput:
     expert_counts: torch.Tensor = None
 
 
-def _takes_logits_to_keep(llm):
-    """Whether the causal LM behind ``llm`` accepts ``logits_to_keep`` (transformers'
-    way of projecting only some positions to the vocabulary)."""
+def _forward_parameters(llm):
+    """Names of the keyword arguments of the causal LM's forward behind ``llm`` (empty
+    for a stand-in that is not a transformers model): e.g. ``logits_to_keep``
+    (transformers' way of projecting only some positions to the vocabulary)."""
     import inspect
 
     model = getattr(llm, "model", llm)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     forward = getattr(base, "forward", None)
     if forward is None:  # not a transformers model (e.g. a test stand-in)
-        return False
+        return set()
     try:
-        return "logits_to_keep" in inspect.signature(forward).parameters
+        return set(inspect.signature(forward).parameters)
     except (TypeError, ValueError):
-        return False
+        return set()
 
 
 def _build(component, **kwargs):
@@ -110,6 +111,17 @@ class AudioLLM(nn.Module):
         position: the same loss and gradients (tested), less work — the LM head of a
         small LLM is a large share of its cost. Needs an LLM whose forward takes
         transformers' ``logits_to_keep``; otherwise the full head is used.
+    pack_rows : bool
+        In training and validation, feed the LLM the batch's rows packed into one
+        sequence with no padding, and the prompt's shared prefix (the chat template's
+        system turn and the start of the user turn, the same tokens in every row) in it
+        once: each row attends to the prefix and to itself (a 4D attention mask, each
+        row's own position ids). The same loss and gradients as padded rows without
+        dropout (tested), about a third fewer LLM positions on the default corpus at
+        batch 4. With LoRA dropout on, the prefix's dropout draw is shared by the
+        batch's rows (each row alone draws as before). Attention then spans the packed
+        sequence (its cost grows with the square of the batch's total length): turn it
+        off for long sequences on an accelerator. Used with ``answer_only_lm_head``.
 
     Example
     -------
@@ -119,10 +131,12 @@ class AudioLLM(nn.Module):
 
     def __init__(self, base_encoder, llm, adapter, mixture=None, system_prompt=None,
                  audio_placeholder="<|mowe_audio|>", max_audio_seconds=None,
-                 answer_only_lm_head=True):
+                 answer_only_lm_head=True, pack_rows=True):
         super().__init__()
         self.max_audio_seconds = max_audio_seconds
-        self.answer_only_lm_head = answer_only_lm_head and _takes_logits_to_keep(llm)
+        llm_takes = _forward_parameters(llm)
+        self.answer_only_lm_head = answer_only_lm_head and "logits_to_keep" in llm_takes
+        self.pack_rows = pack_rows
         self.base_encoder = base_encoder
         self.mixture = _build(mixture, base_dim=base_encoder.output_dim)
         feature_dim = base_encoder.output_dim + (self.mixture.output_dim if self.mixture else 0)
@@ -430,7 +444,8 @@ class AudioLLM(nn.Module):
         """
         audio, token_lens, mowe, aux = self.encode_audio_with_aux(wav, wav_lens, base_feats)
         embeds, mask, labels = self.assemble(audio, token_lens, instructions, answers)
-        next_token_loss = self.next_token_loss(embeds, mask, labels)
+        next_token_loss = self.next_token_loss(embeds, mask, labels,
+                                               self.shared_prefix_length(instructions))
         answer_tokens = int((labels != IGNORE_INDEX).sum())
         adapter = {} if aux is None else {"adapter_loss": aux["balance_loss"],
                                           "expert_counts": aux["expert_counts"]}
@@ -440,24 +455,90 @@ class AudioLLM(nn.Module):
         return AudioLLMOutput(next_token_loss, mowe.loss, mowe.loss_parts, mowe.selected,
                               answer_tokens, mowe.calls, **adapter)
 
-    def next_token_loss(self, embeds, mask, labels):
+    def shared_prefix_length(self, instructions):
+        """Length of the prompt prefix that every row of a batch shares (0 if none).
+
+        The prefix (chat template and system turn before the audio) does not depend on
+        the instruction, which comes after the audio; a chat template that puts it
+        before would give rows different prefixes, hence the check.
+        """
+        prefixes = {tuple(self.prompt_ids(instruction)[0]) for instruction in instructions}
+        return len(prefixes.pop()) if len(prefixes) == 1 else 0
+
+    def next_token_loss(self, embeds, mask, labels, shared_prefix=0):
         """Mean cross-entropy over the answer tokens (``labels`` not ``IGNORE_INDEX``).
 
         With ``answer_only_lm_head`` the LLM's vocabulary projection runs only on the
-        positions ``start .. end`` that predict an answer token in some row of the batch
-        (position t predicts token t + 1); the loss is the same token mean as
-        transformers' causal-LM loss, computed in float32 as transformers does.
+        positions that predict an answer token (position t predicts token t + 1); the
+        loss is the same token mean as transformers' causal-LM loss, computed in float32
+        as transformers does. ``shared_prefix``: the first ``shared_prefix`` positions
+        hold the same tokens in every row (see :meth:`shared_prefix_length`); with
+        ``pack_rows`` they enter the packed sequence once (:meth:`_packed_llm_inputs`).
         """
         if not self.answer_only_lm_head:
             return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-        predicting = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
-        start, end = int(predicting.min()), int(predicting.max()) + 1
-        keep = torch.arange(start, end, device=labels.device)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep,
-                          use_cache=False).logits
-        targets = labels[:, start + 1:end + 1]
+        if self.pack_rows:
+            packed, attention, positions, keep, targets = self._packed_llm_inputs(
+                embeds, mask, labels, shared_prefix)
+            logits = self.llm(inputs_embeds=packed, attention_mask=attention,
+                              position_ids=positions, logits_to_keep=keep,
+                              use_cache=False).logits
+        else:
+            predicting = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
+            start, end = int(predicting.min()), int(predicting.max()) + 1
+            keep = torch.arange(start, end, device=labels.device)
+            logits = self.llm(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep,
+                              use_cache=False).logits
+            targets = labels[:, start + 1:end + 1]
         return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                            targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+    def _packed_llm_inputs(self, embeds, mask, labels, shared_prefix):
+        """The right-padded batch as one packed sequence for the LLM.
+
+        Layout: the shared prefix once, then each row's remaining positions, no padding.
+        Written here because transformers packs sequences only through its data
+        collators (flash-attention varlen), not with a prefix shared by the rows.
+
+        Returns
+        -------
+        packed : torch.Tensor
+            ``[1, N, H]`` input embeddings.
+        attention : torch.Tensor
+            ``[1, 1, N, N]`` additive mask (0: may attend; the dtype's minimum: may
+            not): a position attends to the earlier positions of the prefix and of its
+            own row.
+        positions : torch.Tensor
+            ``[1, N]`` each position's index within its own (unpacked) row.
+        keep : torch.Tensor
+            Packed positions that predict an answer token, row after row.
+        targets : torch.Tensor
+            The answer tokens they predict.
+        """
+        device = embeds.device
+        lengths = mask.sum(dim=1).tolist()  # right padding: row i holds [0, lengths[i])
+        answer_starts = [int((row != IGNORE_INDEX).nonzero()[0]) for row in labels]
+        prefix = shared_prefix if shared_prefix <= min(answer_starts) - 1 else 0
+        segments, positions, owners, keep, targets = [embeds[0, :prefix]], [], [], [], []
+        positions.append(torch.arange(prefix, device=device))
+        owners.append(torch.zeros(prefix, dtype=torch.long, device=device))
+        offset = prefix
+        for row, length in enumerate(lengths):
+            segments.append(embeds[row, prefix:length])
+            positions.append(torch.arange(prefix, length, device=device))
+            owners.append(torch.full((length - prefix,), row + 1, device=device))
+            answer = (labels[row, :length] != IGNORE_INDEX).nonzero().squeeze(1)
+            keep.append(offset + answer - 1 - prefix)
+            targets.append(labels[row, answer])
+            offset += length - prefix
+        owners = torch.cat(owners)
+        order = torch.arange(offset, device=device)
+        allowed = (order[None, :] <= order[:, None]) & \
+            ((owners[None, :] == 0) | (owners[None, :] == owners[:, None]))
+        attention = torch.zeros(offset, offset, dtype=embeds.dtype, device=device)
+        attention.masked_fill_(~allowed, torch.finfo(embeds.dtype).min)
+        return (torch.cat(segments).unsqueeze(0), attention[None, None],
+                torch.cat(positions).unsqueeze(0), torch.cat(keep), torch.cat(targets))
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()

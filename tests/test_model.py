@@ -284,6 +284,7 @@ def test_answer_only_lm_head_gives_the_full_heads_loss_and_gradients(tiny_models
     model = load_spec(tiny_models)["model"]
     model.eval()  # no dropout: both passes see the same network
     assert model.answer_only_lm_head
+    model.pack_rows = False  # the head alone (packing: the next test)
     wav, wav_lens, instructions, answers = audio_batch
     answers = ["a much longer answer than the others", "joy", "three"]  # ragged spans
     results = []
@@ -300,3 +301,74 @@ def test_answer_only_lm_head_gives_the_full_heads_loss_and_gradients(tiny_models
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)
+
+
+def test_packed_rows_give_the_padded_rows_loss_and_gradients(tiny_models, audio_batch):
+    """The rows packed into one sequence with the prompt prefix once (the default)
+    against padded rows: same loss, same gradients (LoRA's included), and the LLM's
+    layers really see one sequence of the prefix plus each row's own positions."""
+    torch.manual_seed(0)
+    model = load_spec(tiny_models)["model"]
+    model.eval()  # no dropout: both passes see the same network
+    wav, wav_lens, instructions, answers = audio_batch
+    answers = ["a much longer answer than the others", "joy", "three"]
+    prefix = model.shared_prefix_length(instructions)
+    assert prefix == len(model.prompt_ids(instructions[0])[0]) > 0
+    first_layer = next(module for name, module in model.llm.named_modules()
+                       if name.endswith("layers.0"))
+    shapes_seen = []
+    first_layer.register_forward_hook(
+        lambda module, args, kwargs, output: shapes_seen.append(tuple(
+            kwargs.get("hidden_states", args[0] if args else None).shape[:2])),
+        with_kwargs=True)
+    results = []
+    for pack in (True, False):
+        model.pack_rows = pack
+        model.zero_grad()
+        shapes_seen.clear()
+        loss = model(wav, wav_lens, instructions, answers).next_token_loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()
+                 if p.grad is not None}
+        results.append((loss.detach(), grads, list(shapes_seen)))
+    (loss_a, grads_a, seen_a), (loss_b, grads_b, seen_b) = results
+    audio, token_lens, _ = model.encode_audio(wav, wav_lens)
+    _, mask, _ = model.assemble(audio, token_lens, instructions, answers)
+    row_lengths = mask.sum(dim=1).tolist()
+    assert seen_b == [(len(answers), max(row_lengths))]
+    assert seen_a == [(1, prefix + sum(length - prefix for length in row_lengths))]
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    assert any("lora" in name for name in grads_a)
+    for name in grads_a:
+        # float32 sums in another order: tolerance relative to the tensor's scale
+        scale = float(grads_b[name].abs().max())
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4,
+                                   atol=1e-4 * scale + 1e-9)
+
+
+def test_packed_rows_without_a_shared_prefix_give_the_same_loss(tiny_models, audio_batch):
+    """Rows whose prefixes differ are packed whole (no prefix shared): same loss."""
+    model = load_spec(tiny_models)["model"]
+    model.eval()
+    wav, wav_lens, instructions, answers = audio_batch
+    audio, token_lens, _ = model.encode_audio(wav, wav_lens)
+    embeds, mask, labels = model.assemble(audio, token_lens, instructions, answers)
+    losses = []
+    for pack, shared in ((True, 0), (False, 0)):
+        model.pack_rows = pack
+        losses.append(model.next_token_loss(embeds, mask, labels, shared).detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+
+
+def test_rows_with_different_prefixes_are_not_shared(tiny_models):
+    """A chat template that puts the instruction before the audio gives rows different
+    prefixes: nothing is shared, and the loss is still computed."""
+    model = load_spec(tiny_models)["model"]
+    model.audio_placeholder = "<|mowe_audio|>"
+    model.llm.tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'].split('\\n')[-1] }} "
+        "{{ m['content'].split('\\n')[0] }}{% endfor %}")
+    model._prompt_cache.clear()
+    assert model.shared_prefix_length(["Transcribe this.", "What emotion?"]) == 0
+    assert model.shared_prefix_length(["Transcribe this.", "Transcribe this."]) > 0
