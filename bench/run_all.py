@@ -22,13 +22,21 @@ Ratios (CPU, always):
   padded_audio_share_before / _after   the same for audio samples (encoders' padding)
   bucketed_over_shuffled_step  step time of the bucketed over the shuffled batches of
                                the same clips
+  llm_positions_packed_over_padded   LLM positions of an epoch of shuffled batches of 4
+                               with the rows packed into one sequence and the prompt's
+                               shared prefix in it once (AudioLLM pack_rows, the
+                               default), over padded rows (exact count)
+  packed_over_padded_step      step time with packed rows over padded rows, the same
+                               shuffled batches (with the recipe's cached base features
+                               the LLM is a larger share of a step than here)
   recipe_step_over_plain_step  the recipe's step (fused AdamW, quarter-draw LoRA
                                dropout) over the same model's step with torch's CPU
                                defaults (per-tensor AdamW, nn.Dropout), same batches
   mowe_m4_sparse_over_base     routing_overhead.py's setup: batch 8 of 5 s clips, spread
                                routing (every sample runs two weak encoders) (<= 1.10)
   sparse_m16_over_sparse_m4    same setup                                       (<= 1.05)
-  batched_over_sequential_decode   greedy decoding of 32 test-like clips at batch 8 over
+  batched_over_sequential_decode   greedy decoding of 32 test-like clips at batch 8 (in
+                               recipes/decode.py's order: by task, longest first) over
                                one by one (KV cache, generate with inputs_embeds) (<= 0.25)
   decode_prefill_share         one by one, the time of encoding + prefill (generate with
                                max_new_tokens=1) over the whole decode: where prefill is
@@ -170,8 +178,8 @@ def recipe_model(whisper, llm, workdir, quick):
 
 
 def corpus_like(count, seed=0, manifest=None):
-    """Clips like the default synthetic corpus: (seconds, instruction, answer); from
-    ``manifest`` when given."""
+    """Clips like the default synthetic corpus: (seconds, instruction, answer, task);
+    from ``manifest`` when given."""
     import json
 
     import numpy as np
@@ -180,15 +188,15 @@ def corpus_like(count, seed=0, manifest=None):
     if manifest:
         with open(manifest, encoding="utf-8") as handle:
             entries = list(json.load(handle).values())
-        clips = [(min(float(e["duration"]), 30.0), e["instruction"], e["answer"])
-                 for e in entries]
+        clips = [(min(float(e["duration"]), 30.0), e["instruction"], e["answer"],
+                  e.get("task") or e["instruction"]) for e in entries]
         return [clips[i] for i in rng.permutation(len(clips))][:count]
     total = sum(v[0] for v in CORPUS_LIKE.values())
     clips = []
     for task, (share, (low, high), instruction, (wmin, wmax)) in CORPUS_LIKE.items():
         for _ in range(max(1, round(count * share / total))):
             words = rng.choice(WORDS, size=int(rng.integers(wmin, wmax + 1)))
-            clips.append((float(rng.uniform(low, high)), instruction, " ".join(words)))
+            clips.append((float(rng.uniform(low, high)), instruction, " ".join(words), task))
     order = rng.permutation(len(clips))
     return [clips[i] for i in order][:count]
 
@@ -285,12 +293,13 @@ def padding_part(model, clips, batch_size, args, device):
     from mowe.data.batching import (BucketBatchSampler, audio_token_estimate, bucket_keys,
                                     padded_share)
 
-    tokens, seconds = [], []
-    for length, instruction, answer in clips:
+    tokens, seconds, prefixes = [], [], []
+    for length, instruction, answer, _ in clips:
         prefix, suffix = model.prompt_ids(instruction)
         tokens.append(len(prefix) + len(suffix) + len(model.answer_ids(answer))
                       + audio_token_estimate(model, length))
         seconds.append(length)
+        prefixes.append(len(prefix))
     costs = bucket_keys(list(zip(tokens, seconds)))
     rng = np.random.default_rng(1)
     order = rng.permutation(len(clips)).tolist()
@@ -302,6 +311,10 @@ def padding_part(model, clips, batch_size, args, device):
               "padded_tokens_share_after": padded_share(bucketed, tokens),
               "padded_audio_share_before": padded_share(shuffled, seconds),
               "padded_audio_share_after": padded_share(bucketed, seconds)}
+    padded_positions = sum(len(batch) * max(tokens[i] for i in batch) for batch in shuffled)
+    packed_positions = sum(prefixes[batch[0]] + sum(tokens[i] - prefixes[batch[0]]
+                                                    for i in batch) for batch in shuffled)
+    shares["llm_positions_packed_over_padded"] = packed_positions / padded_positions
     # timed: the same pool of clips as shuffled batches and as the sampler's batches
     pool = order[:args.padding_batches * batch_size]
     timed_sampler = BucketBatchSampler([costs[i] for i in pool], batch_size,
@@ -323,6 +336,7 @@ def run(args):
     from routing_overhead import spread_routing
 
     from mowe.adapters import LinearDownsampleAdapter
+    from mowe.data.batching import decoding_order
     from mowe.encoders import SmallEncoder, WhisperEncoder
     from mowe.llm import LanguageModel
     from mowe.mixture import MixtureOfWeakEncoders
@@ -389,7 +403,9 @@ def run(args):
 
     # decoding set: test-like clips, eval mode
     decode_clips = corpus_like(args.decode_clips, seed=5, manifest=args.manifest)
-    decode_clips.sort(key=lambda c: -c[0])  # recipes/decode.py: longest first
+    # recipes/decode.py's order: by task, longest first within a task
+    order = decoding_order([(index, clip[3], clip[0]) for index, clip in enumerate(decode_clips)])
+    decode_clips = [decode_clips[index] for index in order]
 
     singles = [audio_batch([clip], cpu, seed=n) for n, clip in enumerate(decode_clips)]
     groups = []
@@ -443,6 +459,11 @@ def run(args):
                     spent[kind] += timed(lambda: train_step(recipe, recipe_opt, batch),
                                          cpu)[0]
             figures.add("bucketed_over_shuffled_step", spent["bucketed"] / spent["shuffled"])
+            recipe.pack_rows = False
+            padded_spent = sum(timed(lambda: train_step(recipe, recipe_opt, batch), cpu)[0]
+                               for batch in pad_batches["shuffled"])
+            recipe.pack_rows = True
+            figures.add("packed_over_padded_step", spent["shuffled"] / padded_spent)
             if plain is not None:
                 plain_spent = sum(timed(lambda: train_step(plain, plain_opt, batch), cpu)[0]
                                   for batch in pad_batches["bucketed"])
@@ -499,6 +520,7 @@ TARGETS = {"train_step_over_gemm_peak": ">= 0.5", "mowe_m4_sparse_over_base": "<
            "sparse_m16_over_sparse_m4": "<= 1.05", "batched_over_sequential_decode": "<= 0.25",
            "decode_identical": "= 1", "padded_tokens_share_after": "< before",
            "bucketed_over_shuffled_step": "< 1", "recipe_step_over_plain_step": "< 1",
+           "packed_over_padded_step": "< 1", "llm_positions_packed_over_padded": "< 1",
            "gpu_mowe_m4_sparse_over_base": "<= 1.10", "gpu_sparse_m16_over_sparse_m4": "<= 1.05",
            "paper_mfu": ">= 0.40"}
 

@@ -16,8 +16,10 @@ writes one line per utterance: ``{"id", "task", "instruction", "hyp", "ref",
 flushed and synced as it is written; rerunning skips utterances already in the file
 (a line cut off by a kill is dropped), so an interrupted decode resumes; SIGTERM or
 SIGUSR1 (Slurm's pre-timeout signal) ends it after the current batch with exit code 75.
-Clips are decoded longest first in batches of ``decode_batch_size`` (default:
-``batch_size``); batched answers equal one-by-one answers. ``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
+Clips are decoded in batches of ``decode_batch_size`` (default: ``batch_size``),
+grouped by task and longest first within a task (``mowe.data.batching.decoding_order``:
+a batch of one task wastes fewer steps on finished answers); batched answers equal
+one-by-one answers. ``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
 are moved to ``HYP_FILE.stale`` and decoding starts over.
 
 ``--feature_cache=DIR``: read the frozen base encoder's output from the features step's
@@ -189,11 +191,16 @@ def decode(argv):
         return 0
     logger.info("decoding %d utterances (%d done before) with %s; generation settings %s",
                 len(todo), len(done), checkpoint.path, generate_kwargs)
-    # Longest first: padding waste is smallest and an out-of-memory shows up at once.
-    todo_set = set(todo)
-    subset = test.filtered_sorted(key_test={"id": lambda utt: utt in todo_set},
-                                  sort_key="duration", reverse=True)
+    # By task, longest first within a task: answers of a batch end at about the same
+    # step, padding waste is small, and an out-of-memory shows up at once.
+    from speechbrain.dataio.dataset import FilteredSortedDynamicItemDataset
+
+    from mowe.data.batching import decoding_order
     from mowe.data.collate import SkipUnreadableClips
+
+    subset = FilteredSortedDynamicItemDataset(test, decoding_order(
+        [(utt, test.data[utt].get("task") or test.data[utt].get("instruction"),
+          float(test.data[utt].get("duration", 0.0))) for utt in todo]))
 
     unreadable = SkipUnreadableClips()  # such clips are logged, counted and not decoded
     # decode_batch_size: generation is memory-bound, so a batch of 8 costs little more

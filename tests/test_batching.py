@@ -160,3 +160,23 @@ def test_train_recipe_chooses_the_sampler_and_the_accumulation():
     assert type(kwargs["batch_sampler"]).__name__ == "DynamicBatchSampler"
     with pytest.raises(SystemExit):
         train.train_loader_kwargs(dict(dynamic, sorting="ascending"), dataset, FakeModel())
+
+
+def test_decoding_order_groups_tasks_and_starts_with_the_longest_clip():
+    """recipes/decode.py's order: one task after another (the task with the longest clip
+    first), longest first within a task, every clip exactly once."""
+    from mowe.data.batching import decoding_order
+
+    rng = np.random.default_rng(0)
+    clips = [(f"utt{i}", task, float(rng.uniform(1, 9)))
+             for i, task in enumerate(rng.choice(["asr", "er", "aqa", None], size=40))]
+    order = decoding_order(clips)
+    assert sorted(order) == sorted(utt for utt, _, _ in clips)
+    by_id = {utt: (task, seconds) for utt, task, seconds in clips}
+    assert by_id[order[0]][1] == max(seconds for _, _, seconds in clips)
+    tasks = [by_id[utt][0] for utt in order]
+    runs = [task for index, task in enumerate(tasks) if index == 0 or task != tasks[index - 1]]
+    assert len(runs) == len(set(tasks))  # each task in one run
+    for task in set(tasks):
+        seconds = [by_id[utt][1] for utt in order if by_id[utt][0] == task]
+        assert seconds == sorted(seconds, reverse=True)

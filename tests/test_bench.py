@@ -9,6 +9,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ["train_step_over_gemm_peak", "padded_tokens_share_before",
         "padded_tokens_share_after", "bucketed_over_shuffled_step", "recipe_step_over_plain_step",
+        "packed_over_padded_step", "llm_positions_packed_over_padded",
         "mowe_m4_sparse_over_base", "sparse_m16_over_sparse_m4",
         "batched_over_sequential_decode", "decode_prefill_share", "decode_identical",
         "decode_tokens_per_s"]
@@ -27,6 +28,7 @@ def test_quick_bench_prints_every_ratio_on_its_last_line(tmp_path):
         assert key in pairs, (key, last)
         float(pairs[key])
     assert f"{KEYS[0]}_iqr" in pairs  # ratios carry their spread
+    assert 0 < float(pairs["llm_positions_packed_over_padded"]) < 1  # exact, not timed
     import torch
 
     if not torch.cuda.is_available():  # GPU figures only where CUDA is present

@@ -191,3 +191,37 @@ def duration_batch_sampler(dataset, max_batch_seconds, num_buckets=10, seed=0,
 
 __all__ = ["BucketBatchSampler", "audio_token_estimate", "bucket_keys", "duration_batch_sampler",
            "llm_token_counts", "padded_share"]
+
+
+def decoding_order(clips):
+    """Order clips for batched decoding: grouped by task, longest first within a group.
+
+    A batch generates until its longest answer ends, so batches of one task (answers of
+    similar length: an emotion label, a transcript) waste fewer decoding steps on rows
+    that have finished than batches that mix a one-word answer with a transcript.
+    Groups come in the order of their longest clip, so the first batch holds the
+    longest clip (an out-of-memory error shows up at once). Greedy answers do not
+    depend on the batch a clip is in (tests/test_model.py), only the time does.
+
+    Arguments
+    ---------
+    clips : list of (str, str or None, float)
+        ``(id, task, duration)``; a clip without a task is grouped by what is given
+        instead (e.g. its instruction).
+
+    Returns
+    -------
+    list of str
+        The ids in decoding order.
+
+    Example
+    -------
+    >>> decoding_order([("a", "asr", 3.0), ("b", "er", 9.0), ("c", "asr", 5.0),
+    ...                 ("d", "er", 1.0)])
+    ['b', 'd', 'c', 'a']
+    """
+    longest = {}
+    for _, task, duration in clips:
+        longest[task] = max(longest.get(task, 0.0), duration)
+    return [utt for utt, _, _ in sorted(
+        clips, key=lambda clip: (-longest[clip[1]], str(clip[1]), -clip[2], clip[0]))]
