@@ -121,7 +121,8 @@ class AudioLLM(nn.Module):
         batch 4. With LoRA dropout on, the prefix's dropout draw is shared by the
         batch's rows (each row alone draws as before). Attention then spans the packed
         sequence (its cost grows with the square of the batch's total length): turn it
-        off for long sequences on an accelerator. Used with ``answer_only_lm_head``.
+        off for long sequences on an accelerator. Used with ``answer_only_lm_head`` and an
+        LLM on transformers' SDPA or eager attention (padded rows otherwise).
 
     Example
     -------
@@ -136,7 +137,10 @@ class AudioLLM(nn.Module):
         self.max_audio_seconds = max_audio_seconds
         llm_takes = _forward_parameters(llm)
         self.answer_only_lm_head = answer_only_lm_head and "logits_to_keep" in llm_takes
-        self.pack_rows = pack_rows
+        # packing needs an attention that takes a 4D mask (not flash-attention-2's 2D)
+        config = getattr(getattr(llm, "model", None), "config", None)
+        self.pack_rows = pack_rows and \
+            getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
         self.base_encoder = base_encoder
         self.mixture = _build(mixture, base_dim=base_encoder.output_dim)
         feature_dim = base_encoder.output_dim + (self.mixture.output_dim if self.mixture else 0)

@@ -314,6 +314,7 @@ def test_packed_rows_give_the_padded_rows_loss_and_gradients(tiny_models, audio_
     answers = ["a much longer answer than the others", "joy", "three"]
     prefix = model.shared_prefix_length(instructions)
     assert prefix == len(model.prompt_ids(instructions[0])[0]) > 0
+    assert model.pack_rows  # the default, with transformers' SDPA attention
     first_layer = next(module for name, module in model.llm.named_modules()
                        if name.endswith("layers.0"))
     shapes_seen = []
