@@ -58,21 +58,20 @@ class AudioLLMOutput:
     expert_counts: torch.Tensor = None
 
 
-def _forward_parameters(llm):
-    """Names of the keyword arguments of the causal LM's forward behind ``llm`` (empty
-    for a stand-in that is not a transformers model): e.g. ``logits_to_keep``
-    (transformers' way of projecting only some positions to the vocabulary)."""
+def _takes_logits_to_keep(llm):
+    """Whether the causal LM behind ``llm`` accepts ``logits_to_keep`` (transformers'
+    way of projecting only some positions to the vocabulary)."""
     import inspect
 
     model = getattr(llm, "model", llm)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     forward = getattr(base, "forward", None)
     if forward is None:  # not a transformers model (e.g. a test stand-in)
-        return set()
+        return False
     try:
-        return set(inspect.signature(forward).parameters)
+        return "logits_to_keep" in inspect.signature(forward).parameters
     except (TypeError, ValueError):
-        return set()
+        return False
 
 
 def _build(component, **kwargs):
@@ -135,8 +134,7 @@ class AudioLLM(nn.Module):
                  answer_only_lm_head=True, pack_rows=True):
         super().__init__()
         self.max_audio_seconds = max_audio_seconds
-        llm_takes = _forward_parameters(llm)
-        self.answer_only_lm_head = answer_only_lm_head and "logits_to_keep" in llm_takes
+        self.answer_only_lm_head = answer_only_lm_head and _takes_logits_to_keep(llm)
         # packing needs an attention that takes a 4D mask (not flash-attention-2's 2D)
         config = getattr(getattr(llm, "model", None), "config", None)
         self.pack_rows = pack_rows and \
@@ -521,17 +519,18 @@ class AudioLLM(nn.Module):
         """
         device = embeds.device
         lengths = mask.sum(dim=1).tolist()  # right padding: row i holds [0, lengths[i])
-        answer_starts = [int((row != IGNORE_INDEX).nonzero()[0]) for row in labels]
-        prefix = shared_prefix if shared_prefix <= min(answer_starts) - 1 else 0
+        answers = [(labels[row, :length] != IGNORE_INDEX).nonzero().squeeze(1)
+                   for row, length in enumerate(lengths)]
+        # the prefix is shared only if no row predicts an answer token from inside it
+        prefix = shared_prefix if shared_prefix <= min(int(a[0]) for a in answers) - 1 else 0
         segments, positions, owners, keep, targets = [embeds[0, :prefix]], [], [], [], []
         positions.append(torch.arange(prefix, device=device))
         owners.append(torch.zeros(prefix, dtype=torch.long, device=device))
         offset = prefix
-        for row, length in enumerate(lengths):
+        for row, (length, answer) in enumerate(zip(lengths, answers)):
             segments.append(embeds[row, prefix:length])
             positions.append(torch.arange(prefix, length, device=device))
             owners.append(torch.full((length - prefix,), row + 1, device=device))
-            answer = (labels[row, :length] != IGNORE_INDEX).nonzero().squeeze(1)
             keep.append(offset + answer - 1 - prefix)
             targets.append(labels[row, answer])
             offset += length - prefix
