@@ -142,6 +142,10 @@ def job_script(words, array, max_requeues=MAX_REQUEUES):
     command = " ".join(shell_word(w) for w in words)
     return f"""#!/bin/bash
 export {name}=${{SLURM_ARRAY_TASK_ID:-1}}
+# as many CPU threads as CPUs the job was given (torch would start one per core of the
+# node otherwise, crowding the other jobs there), unless the submitter set a number
+[ -n "${{OMP_NUM_THREADS:-}}" ] || [ -z "${{SLURM_CPUS_PER_TASK:-}}" ] || \
+  export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK MKL_NUM_THREADS=$SLURM_CPUS_PER_TASK
 printf '# %s job %s on %s (restart %s): %s\\n' "$(date -Is)" "$SLURM_JOB_ID" "$(hostname)" \\
   "${{SLURM_RESTART_COUNT:-0}}" {shlex.quote(shlex.join(words).replace(marker, name))}
 {command} &

@@ -10,10 +10,10 @@ tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools" && pwd)
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 stage=0 stop_stage=7 data_folder="" audiobench_test="" row=table3 llm=llama3 ngpu=1
-num_nodes=1 cmd=local nj=1 tag="" epochs="" max_duration="" judge_template=""
+num_nodes=1 cmd=local nj=1 system_jobs=auto tag="" epochs="" max_duration="" judge_template=""
 train_config=conf/train.yaml decode_config=conf/decode.yaml train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd "$recipes_dir/.." && pwd)/.venv/bin/python}
-_options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj tag epochs
+_options="stage stop_stage data_folder audiobench_test row llm ngpu num_nodes cmd nj system_jobs tag epochs
           max_duration judge_template train_config decode_config train_args decode_args
           python ${extra_options:-}"
 . "$tools_dir/parse_options.sh"

@@ -74,9 +74,13 @@ run_stage() {
     log "stage $number ($name): start (systems:$todo)"
     local start=$SECONDS all_systems=$systems
     systems=${todo# }
+    stage_marker=$marker  # for_each_system records each system as it finishes
     "$@"
+    stage_marker=""
     systems=$all_systems
-    printf '%s\n' $todo >> "$marker"
+    for system in $todo; do
+      grep -qx -- "$system" "$marker" 2>/dev/null || echo "$system" >> "$marker"
+    done
     log "stage $number ($name): done in $((SECONDS - start)) s"
     record_stage_time "$number" "$name" "$start"
     return 0
@@ -100,6 +104,73 @@ record_stage_time() {
 }
 
 nj=${nj:-1}
+# --system_jobs N: the per-system stages (train, decode, score, smoke, pack) run N
+# systems' jobs at once. auto: every system with --cmd slurm (the cluster places them);
+# one at a time with a GPU here (--ngpu >= 1); on this machine's CPUs, one job per core
+# up to the number of systems, the cores shared out through OMP_NUM_THREADS (unless it is
+# set already). On 2 cores, two 1-thread trainings run 1.5x the optimizer steps per
+# second of one 2-thread training (README, performance): small matrices and the Python
+# between them leave a second thread idle much of the time.
+system_jobs=${system_jobs:-auto}
+case "$system_jobs" in auto) ;; ""|*[!0-9]*|0)
+  echo "$0: --system_jobs takes auto or a whole number >= 1, not '$system_jobs'" >&2
+  exit 2 ;; esac
+stage_marker=""
+# process_tree PID: the processes under PID, deepest first; stop_jobs PID...: SIGTERM to
+# each job and every process under it (the launcher does not pass signals on).
+process_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do process_tree "$child"; echo "$child"; done
+}
+stop_jobs() {
+  local pid
+  for pid in "$@"; do kill -TERM $(process_tree "$pid") "$pid" 2>/dev/null || true; done
+}
+# for_each_system FUNCTION: FUNCTION SYSTEM for every system of $systems, each in its
+# own subshell, $system_jobs at a time. A system that finishes is added to the stage's
+# marker at once, so when another one fails its finished work is kept; the stage then
+# fails naming the systems that failed (a rerun redoes only those). INT/TERM are passed
+# on to the running jobs (training checkpoints on SIGTERM).
+for_each_system() {
+  local function=$1 system jobs=$system_jobs threads="" count pids=() names=() failed=""
+  count=$(echo $systems | wc -w)
+  local cores
+  cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+  if [ "$jobs" = auto ]; then
+    if [ "${cmd:-local}" != local ]; then jobs=$count
+    elif [ "$ngpu" -ge 1 ]; then jobs=1
+    else jobs=$(( count < cores ? count : cores )); fi
+  fi
+  jobs=$(( jobs < count ? jobs : count ))
+  if [ "${cmd:-local}" = local ] && [ "$ngpu" -eq 0 ] && [ "$jobs" -gt 1 ] \
+     && [ -z "${OMP_NUM_THREADS:-}" ]; then
+    threads=$(( cores / jobs > 0 ? cores / jobs : 1 ))
+    log "  $jobs systems at a time, $threads CPU thread(s) each"
+  fi
+  finish_oldest() {
+    if wait "${pids[0]}"; then
+      [ -z "$stage_marker" ] || echo "${names[0]}" >> "$stage_marker"
+    else
+      failed="$failed ${names[0]}"
+    fi
+    pids=("${pids[@]:1}"); names=("${names[@]:1}")
+  }
+  trap 'stop_jobs "${pids[@]}"; wait; exit 143' INT TERM
+  for system in $systems; do
+    [ "${#pids[@]}" -lt "$jobs" ] || finish_oldest
+    # a background subshell: `set -e` holds inside it (not so in an `if` condition)
+    ( if [ -n "$threads" ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
+      "$function" "$system" ) &
+    pids+=($!); names+=("$system")
+  done
+  while [ "${#pids[@]}" -gt 0 ]; do finish_oldest; done
+  trap - INT TERM
+  if [ -n "$failed" ]; then
+    echo "error: $function failed for:$failed (systems that finished are recorded;" \
+         "rerun the same command to redo only the failed ones)" >&2
+    return 1
+  fi
+}
 num_nodes=${num_nodes:-1}
 prep_cmd=${prep_cmd:-$train_cmd}
 [ -n "${score_args+x}" ] || score_args=()
@@ -180,46 +251,39 @@ extract_features() {
     grep -h "features: " "$exp_dir/log/features_$system".*.log | sed "s/^.*features: /  $system: /" || true
   done
 }
-train_systems() {
-  for system in $systems; do
-    system_overrides "$system"
-    $train_cmd "$exp_dir/log/train_$system.log" "${train_launcher[@]}" "$recipes_dir/train.py" "$train_config" \
-      --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean" \
-      "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}" "${feature_args[@]}" \
-      "${train_extra[@]}"
-  done
+train_system() {
+  system_overrides "$1"
+  $train_cmd "$exp_dir/log/train_$1.log" "${train_launcher[@]}" "$recipes_dir/train.py" "$train_config" \
+    --output_folder="$exp_dir/$1" --data_folder="$data_dir/clean" \
+    "${pretrained_args[@]}" "${device_args[@]}" "${system_args[@]}" "${feature_args[@]}" \
+    "${train_extra[@]}"
 }
-decode_systems() {
-  local args
-  for system in $systems; do
-    system_overrides "$system"
-    args=("$train_config" --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean"
-          "${pretrained_args[@]}" "${system_args[@]}" "${feature_args[@]}" "${train_extra[@]}")
-    args+=("${decode_device_args[@]}" "${decode_extra[@]}")
-    if [ "$nj" -gt 1 ]; then  # a job array over nj shards of the test set, then a merge
-      $decode_cmd JOB=1:"$nj" "$exp_dir/log/decode_$system.JOB.log" $python \
-        "$recipes_dir/decode.py" "${args[@]}" --shard JOB/"$nj"
-      $prep_cmd "$exp_dir/log/decode_${system}_merge.log" $python "$recipes_dir/decode.py" \
-        --merge_shards "$nj" --hyp_file "$exp_dir/$system/hyps.jsonl" \
-        --test_manifest "$data_dir/clean/test.json"
-    else
-      $decode_cmd "$exp_dir/log/decode_$system.log" $python "$recipes_dir/decode.py" "${args[@]}"
-    fi
-  done
+decode_system() {
+  local system=$1 args
+  system_overrides "$system"
+  args=("$train_config" --output_folder="$exp_dir/$system" --data_folder="$data_dir/clean"
+        "${pretrained_args[@]}" "${system_args[@]}" "${feature_args[@]}" "${train_extra[@]}")
+  args+=("${decode_device_args[@]}" "${decode_extra[@]}")
+  if [ "$nj" -gt 1 ]; then  # a job array over nj shards of the test set, then a merge
+    $decode_cmd JOB=1:"$nj" "$exp_dir/log/decode_$system.JOB.log" $python \
+      "$recipes_dir/decode.py" "${args[@]}" --shard JOB/"$nj"
+    $prep_cmd "$exp_dir/log/decode_${system}_merge.log" $python "$recipes_dir/decode.py" \
+      --merge_shards "$nj" --hyp_file "$exp_dir/$system/hyps.jsonl" \
+      --test_manifest "$data_dir/clean/test.json"
+  else
+    $decode_cmd "$exp_dir/log/decode_$system.log" $python "$recipes_dir/decode.py" "${args[@]}"
+  fi
 }
-score_systems() {
-  local log
-  for system in $systems; do
-    log=$exp_dir/log/score_$system.log
-    if ! $python -m mowe.scoring score --hyp_file "$exp_dir/$system/hyps.jsonl" \
-        --out_dir "$exp_dir/$system" --train_manifest "$data_dir/clean/train.json" \
-        "${score_args[@]}" >"$log" 2>&1; then
-      echo "error: scoring $system failed; last lines of $log:" >&2
-      tail -n 20 "$log" >&2
-      return 1
-    fi
-    grep "(trivial" "$log" | sed "s/^/  $system: /"
-  done
+score_system() {
+  local system=$1 log=$exp_dir/log/score_$1.log
+  if ! $python -m mowe.scoring score --hyp_file "$exp_dir/$system/hyps.jsonl" \
+      --out_dir "$exp_dir/$system" --train_manifest "$data_dir/clean/train.json" \
+      "${score_args[@]}" >"$log" 2>&1; then
+    echo "error: scoring $system failed; last lines of $log:" >&2
+    tail -n 20 "$log" >&2
+    return 1
+  fi
+  grep "(trivial" "$log" | sed "s/^/  $system: /"
 }
 whisper_reference_model=${whisper_reference_model:-}
 whisper_reference() {
@@ -236,39 +300,35 @@ whisper_reference() {
   fi
 }
 smoke_sentences=${smoke_sentences:-}
-smoke_check() {
-  local system device=cpu whisper_args=()
+smoke_system() {
+  local system=$1 device=cpu whisper_args=()
   [ "$ngpu" -ge 1 ] && device=cuda
   [ -n "$whisper_reference_model" ] && whisper_args=(--whisper_model "$whisper_reference_model")
-  for system in $systems; do
-    $decode_cmd "$exp_dir/log/smoke_$system.log" $python -m mowe.smoke \
-      --model "$exp_dir/$system" --sentences "$smoke_sentences" \
-      --out "$exp_dir/$system/smoke" --device "$device" "${whisper_args[@]}"
-    log "  $system: $(grep -h '^| all |' "$exp_dir/$system/smoke/smoke.md" || true)"
-  done
+  $decode_cmd "$exp_dir/log/smoke_$system.log" $python -m mowe.smoke \
+    --model "$exp_dir/$system" --sentences "$smoke_sentences" \
+    --out "$exp_dir/$system/smoke" --device "$device" "${whisper_args[@]}"
+  log "  $system: $(grep -h '^| all |' "$exp_dir/$system/smoke/smoke.md" || true)"
 }
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
-pack_systems() {
-  for system in $systems; do
-    $prep_cmd "$exp_dir/log/pack_$system.log" $python -m mowe.pack \
-      --exp_dir "$exp_dir/$system" --out "$exp_dir/packed/$system" \
-      --routing_plot "$exp_dir/routing.png" --train_log "$exp_dir/log/train_$system.log" \
-      --recipe_command "$recipe_command" "${pack_args[@]}"
-    log "  $system: $(pwd)/$exp_dir/packed/$system"
-  done
+pack_system() {
+  $prep_cmd "$exp_dir/log/pack_$1.log" $python -m mowe.pack \
+    --exp_dir "$exp_dir/$1" --out "$exp_dir/packed/$1" \
+    --routing_plot "$exp_dir/routing.png" --train_log "$exp_dir/log/train_$1.log" \
+    --recipe_command "$recipe_command" "${pack_args[@]}"
+  log "  $1: $(pwd)/$exp_dir/packed/$1"
 }
 
 run_stage 0 provision provision
 run_stage 1 prepare prepare
 run_stage 2 validate validate
 if [ "$use_features" = true ]; then run_stage 2 features extract_features; fi
-run_stage 3 train train_systems
-run_stage 4 decode decode_systems
-run_stage 5 score score_systems
+run_stage 3 train for_each_system train_system
+run_stage 4 decode for_each_system decode_system
+run_stage 5 score for_each_system score_system
 if [ -n "$whisper_reference_model" ]; then run_stage 5 whisper_reference whisper_reference; fi
-if [ -n "$smoke_sentences" ]; then run_stage 5 smoke smoke_check; fi
+if [ -n "$smoke_sentences" ]; then run_stage 5 smoke for_each_system smoke_system; fi
 run_stage 6 report report
-run_stage 7 pack pack_systems
+run_stage 7 pack for_each_system pack_system
 # How to use the last system: its packed folder (stage 7) or, before that, its
 # experiment folder (the inference API loads both).
 last_system=$(echo $systems | awk '{print $NF}')

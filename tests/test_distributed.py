@@ -95,7 +95,8 @@ def results_table(tag):
 def test_synthetic_recipe_through_slurm_matches_local(slurm_cluster, tiny_run):
     local_tag, slurm_tag = os.path.basename(tiny_run[0]), "pytest_tiny_slurm"
     shutil.rmtree(os.path.join(RECIPE, "exp", slurm_tag), ignore_errors=True)
-    output = run_recipe("--size", "tiny", "--tag", slurm_tag, "--cmd", "slurm", "--nj", "2")
+    output = run_recipe("--size", "tiny", "--tag", slurm_tag, "--cmd", "slurm", "--nj", "2",
+                        OMP_NUM_THREADS="1")  # as tiny_run's (sbatch --export=ALL)
     logs = os.path.join(RECIPE, "exp", slurm_tag, "log")
     # stages ran as Slurm jobs: job headers in the logs, arrays of 2 for prepare/decode
     for name in ("prepare.1.log", "prepare.2.log", "train_mowe.log",

@@ -107,3 +107,21 @@ def test_scancel_terminates_without_requeue(tmp_path):
 def test_requeues_are_bounded(tmp_path):
     code, output, requeued = run_batch_script(tmp_path, signal.SIGUSR1, restart_count=20)
     assert code == 75 and requeued == "" and "giving up" in output
+
+
+@pytest.mark.parametrize("submitter_threads, expected", [(None, "1"), ("2", "2")])
+def test_a_job_uses_as_many_threads_as_cpus_it_was_given(tmp_path, submitter_threads,
+                                                         expected):
+    script = tmp_path / "job.sh"
+    script.write_text(job_script([sys.executable, "-c", "import os, torch; print("
+                                  "'threads', os.environ['OMP_NUM_THREADS'], "
+                                  "torch.get_num_threads())"], None))
+    env = dict(os.environ, SLURM_JOB_ID="1", SLURM_CPUS_PER_TASK="1")
+    env.pop("OMP_NUM_THREADS", None)
+    if submitter_threads:
+        env["OMP_NUM_THREADS"] = submitter_threads
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    torch_threads = min(int(expected), len(os.sched_getaffinity(0)))  # torch's cap: cores
+    assert f"threads {expected} {torch_threads}" in result.stdout

@@ -3,13 +3,24 @@ runs the per-system stages for it only) and sweep.sh's option checks. The job la
 are replaced by a stub that records its command lines, so no model is loaded."""
 
 import os
+import shutil
 import subprocess
 
 from conftest import REPO
 
 STUB = """#!/usr/bin/env bash
-# a job launcher / python stand-in: record the command line, succeed
+# a job launcher / python stand-in: record the command line, succeed; a training job
+# also records when it starts and ends with its thread count ($TRAIN_SECONDS long), and
+# fails for the system named in $FAIL_SYSTEM
 echo "$*" >> "$CALLS"
+case "$*" in *train.py*)
+  line="$*"; system=${line##*--system=}; system=${system%% *}
+  echo "start $system threads=${OMP_NUM_THREADS:-unset}" >> "$CALLS.trace"
+  trap 'echo "term $system" >> "$CALLS.trace"; exit 143' TERM
+  sleep "${TRAIN_SECONDS:-0}" & wait $!
+  echo "end $system" >> "$CALLS.trace"
+  [ "$system" != "${FAIL_SYSTEM:-}" ] || { echo "stub: $system fails" >&2; exit 1; } ;;
+esac
 echo "stub (trivial 0)"  # what the score stage greps for
 """
 
@@ -17,7 +28,8 @@ RUN_SH = """#!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")"
 stage=3 stop_stage=6 systems="a b" tag=t ngpu=0
-_options="stage stop_stage systems tag"
+system_jobs=auto
+_options="stage stop_stage systems tag system_jobs"
 . {repo}/tools/parse_options.sh
 mkdir -p "exp/$tag/log"  # (the real launcher makes it)
 python={stub} train_config=conf.yaml data_dir=data pretrained_dir=""
@@ -35,12 +47,16 @@ def make_recipe(tmp_path):
     run_sh = tmp_path / "run.sh"
     run_sh.write_text(RUN_SH.format(repo=REPO, stub=stub))
 
-    def run(*args):
-        env = dict(os.environ, CALLS=str(tmp_path / "calls.txt"))
+    def run(*args, expect=0, **env_vars):
+        env = dict(os.environ, CALLS=str(tmp_path / "calls.txt"), **env_vars)
+        env.pop("OMP_NUM_THREADS", None)
         (tmp_path / "calls.txt").write_text("")
+        (tmp_path / "calls.txt.trace").write_text("")
         result = subprocess.run(["bash", str(run_sh), *args], env=env, capture_output=True,
                                 text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == expect, result.stdout + result.stderr
+        if expect:
+            return result.stderr, (tmp_path / "calls.txt").read_text().splitlines()
         return result.stdout, (tmp_path / "calls.txt").read_text().splitlines()
 
     return run
@@ -53,7 +69,7 @@ def trained(calls):
 def test_adding_a_system_runs_the_per_system_stages_for_it_only(tmp_path):
     run = make_recipe(tmp_path)
     output, calls = run("--systems", "a b")
-    assert trained(calls) == ["a", "b"]
+    assert sorted(trained(calls)) == ["a", "b"]  # (at once: in either order)
     output, calls = run("--systems", "a b")
     assert calls == [] and "stage 3 (train): already done, skipping" in output
     output, calls = run("--systems", "a b c")
@@ -66,7 +82,7 @@ def test_adding_a_system_runs_the_per_system_stages_for_it_only(tmp_path):
     assert len(report) == 1 and report[0].endswith("--systems a b c"), \
         "the report is redone over every system when the set changes"
     marker = tmp_path / "exp" / "t" / ".done" / "3.train"
-    assert marker.read_text().split() == ["a", "b", "c"]
+    assert sorted(marker.read_text().split()) == ["a", "b", "c"]
     output, calls = run("--systems", "b")  # a subset: everything is done already
     assert trained(calls) == [] and any("report.py" in c for c in calls)
 
@@ -140,3 +156,73 @@ def test_how_to_use_the_model_is_shown_only_once_one_is_trained(tmp_path):
     (tmp_path / "exp" / "t" / "b" / "save" / "CKPT+2026-12-02+00-00-00+00").mkdir()
     output, _ = run("--systems", "a b", "--stage", "3", "--stop_stage", "3")
     assert "ask the b model about audio" in output and "-m mowe.infer --model" in output
+
+
+def trace(tmp_path):
+    return (tmp_path / "calls.txt.trace").read_text().splitlines()
+
+
+def test_systems_train_at_once_with_the_cores_shared_out(tmp_path):
+    """--system_jobs auto on CPUs: one system per core, each with its share of the
+    threads; --system_jobs 1: one after the other, the threads left to torch."""
+    cores = len(os.sched_getaffinity(0))
+    run = make_recipe(tmp_path)
+    output, _ = run("--systems", "a b", "--stop_stage", "3", TRAIN_SECONDS="1")
+    events = trace(tmp_path)
+    if cores >= 2:
+        assert [e.split()[0] for e in events] == ["start", "start", "end", "end"], events
+        threads = cores // 2
+        assert sorted(events[:2]) == [f"start a threads={threads}",
+                                      f"start b threads={threads}"], events
+        assert f"2 systems at a time, {threads} CPU thread(s) each" in output
+    shutil.rmtree(tmp_path / "exp")
+    run("--systems", "a b", "--stop_stage", "3", "--system_jobs", "1", TRAIN_SECONDS="0.2")
+    assert trace(tmp_path) == ["start a threads=unset", "end a",
+                               "start b threads=unset", "end b"]
+
+
+def test_a_failed_system_fails_the_stage_and_keeps_the_finished_ones(tmp_path):
+    run = make_recipe(tmp_path)
+    error, calls = run("--systems", "a bad c", "--stop_stage", "4", "--system_jobs", "2",
+                       expect=1, FAIL_SYSTEM="bad")
+    assert "train_system failed for: bad" in error and "stub: bad fails" in error
+    assert sorted(trained(calls)) == ["a", "bad", "c"], "the other systems still train"
+    assert not any("decode.py" in c for c in calls), "no stage after a failed one"
+    marker = tmp_path / "exp" / "t" / ".done" / "3.train"
+    assert sorted(marker.read_text().split()) == ["a", "c"]
+    output, calls = run("--systems", "a bad c", "--stop_stage", "4")
+    assert trained(calls) == ["bad"], "a rerun trains only the failed system"
+    assert sorted(marker.read_text().split()) == ["a", "bad", "c"]
+    assert len([c for c in calls if "decode.py" in c]) == 3
+
+
+def test_sigterm_reaches_every_running_system(tmp_path):
+    """A job scheduler's SIGTERM to run.sh reaches the training jobs (which checkpoint
+    on it), and run.sh ends at once with 143."""
+    import signal
+    import time
+
+    make_recipe(tmp_path)
+    env = dict(os.environ, CALLS=str(tmp_path / "calls.txt"), TRAIN_SECONDS="60")
+    env.pop("OMP_NUM_THREADS", None)
+    (tmp_path / "calls.txt.trace").write_text("")
+    process = subprocess.Popen(["bash", str(tmp_path / "run.sh"), "--systems", "a b",
+                                "--stop_stage", "3", "--system_jobs", "2"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while len(trace(tmp_path)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(trace(tmp_path)) == 2, trace(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 143
+    time.sleep(0.5)
+    assert sorted(e for e in trace(tmp_path) if e.startswith("term")) == ["term a", "term b"]
+    assert not (tmp_path / "exp" / "t" / ".done" / "3.train").exists()
+
+
+def test_system_jobs_must_be_auto_or_a_positive_number(tmp_path):
+    run = make_recipe(tmp_path)
+    for value in ("0", "two"):
+        error, calls = run("--system_jobs", value, expect=2)
+        assert f"--system_jobs takes auto or a whole number >= 1, not '{value}'" in error
+        assert calls == []

@@ -11,11 +11,11 @@ cd "$(dirname "$0")"
 tools_dir=$(cd ../../tools && pwd)
 
 stage=0 stop_stage=7 data_folder="" task=asr ngpu=0 num_nodes=1 cmd=local nj=1 tag=default
-systems="baseline mowe"
+systems="baseline mowe" system_jobs=auto
 train_config=conf/train.yaml decode_config=conf/decode.yaml train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
 pretrained_dir=$(cd ../.. && pwd)/pretrained  # the bundled offline models (stage 0)
-_options="stage stop_stage data_folder task ngpu num_nodes cmd nj tag systems
+_options="stage stop_stage data_folder task ngpu num_nodes cmd nj system_jobs tag systems
           train_config decode_config train_args decode_args python pretrained_dir"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh

@@ -2,11 +2,13 @@
 # egs/synthetic: the offline 5-task recipe (ASR, ER, AQA, SQA, AC), end to end.
 #   ./run.sh [--size tiny|small|default|study|freeform_tiny|large] [--seed N]
 #            [--stage N] [--stop_stage M] [--ngpu N] [--num_nodes K]
-#            [--cmd local|slurm] [--nj N] [--tag NAME]
+#            [--cmd local|slurm] [--nj N] [--system_jobs N|auto] [--tag NAME]
 #            [--epochs N] [--systems "baseline mowe ..."] [--train_seed N]
 #            [--train_args "--lr=1e-4 ..."] [--decode_args "--beam_size=4 ..."]
 #            [--train_config conf/train.yaml] [--decode_config conf/decode.yaml]
 # --nj N: synthesis and decoding as job arrays of N jobs (local or Slurm).
+# --system_jobs N: systems trained, decoded, scored and packed at once (auto: every
+#   system with Slurm; on this machine's CPUs one per core, the cores shared out).
 # --seed N: the corpus's seed (and the training seed unless --train_seed is given);
 #   --train_seed N changes training only, on the same corpus (sweep.sh runs seeds).
 # --systems: any of baseline (base encoder only, frozen), baseline_ft (base only, base
@@ -20,10 +22,10 @@ cd "$(dirname "$0")"
 tools_dir=$(cd ../../tools && pwd)
 
 stage=0 stop_stage=7 size=default seed=1234 ngpu=0 num_nodes=1 cmd=local nj=1 tag="" epochs=""
-systems="baseline mowe" train_seed=""
+systems="baseline mowe" train_seed="" system_jobs=auto
 train_config=conf/train.yaml decode_config=conf/decode.yaml train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
-_options="stage stop_stage size seed train_seed ngpu num_nodes cmd nj tag epochs systems
+_options="stage stop_stage size seed train_seed ngpu num_nodes cmd nj system_jobs tag epochs systems
           train_config decode_config train_args decode_args python"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh

@@ -46,6 +46,12 @@ fi
 if [ "$stop_stage" -ge 3 ]; then
   first=$((stage > 3 ? stage : 3)) last=$((stop_stage < 5 ? stop_stage : 5))
   mkdir -p "exp/$tag"
+  # pairs at once on this machine's CPUs share its cores (as run.sh's --system_jobs does)
+  if [ "$cmd" = local ] && [ "$ngpu" -eq 0 ] && [ "$jobs" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+    cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+    export OMP_NUM_THREADS=$(( cores / jobs > 0 ? cores / jobs : 1 ))
+    log "sweep: $jobs pairs at a time, $OMP_NUM_THREADS CPU thread(s) each"
+  fi
   failed=0 running=0
   for train_seed in $seeds; do
     for system in $systems; do
