@@ -45,6 +45,11 @@ Ratios (CPU, always):
   decode_identical             share of clips whose batched answer equals the one-by-one
   decode_tokens_per_s          answer tokens per second, batched (the only absolute
                                figure; machine-dependent)
+  concurrent_over_sequential_systems   two recipe models' training steps (MoWE M=4,
+                               cached base features) at once, the threads shared out,
+                               over one after the other with every thread: what a
+                               recipe's --system_jobs auto does on CPUs (bench/
+                               concurrent_systems.py; needs 2+ threads)       (< 1)
 GPU (only when CUDA is present): gpu_train_step_over_gemm_peak,
   gpu_mowe_m4_sparse_over_base, gpu_sparse_m16_over_sparse_m4, and
   bench/paper_size_step.py's figures: paper_mfu (the paper-size model, random weights,
@@ -107,8 +112,8 @@ def parse_args(argv=None):
                         help="batches of each kind timed per round for the bucketing ratio")
     parser.add_argument("--gemm_size", type=int, default=2048)
     parser.add_argument("--skip", default="",
-                        help="comma list of parts to skip: gemm,padding,plain,mowe,decode,paper "
-                             "(paper: the paper-size GPU step, CUDA only)")
+                        help="comma list of parts to skip: gemm,padding,plain,mowe,decode,"
+                             "systems,paper (paper: the paper-size GPU step, CUDA only)")
     parser.add_argument("--paper_compile", action="store_true",
                         help="paper-size GPU step: also time it with torch.compile")
     parser.add_argument("--workdir", default=None, help="where to save random models")
@@ -503,6 +508,21 @@ def run(args):
             figures.add("decode_tokens_per_s_one_by_one", answer_tokens / sequential)
         print(f"round {round_index + 1}/{args.rounds}: {time.perf_counter() - started:.0f} s, "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    if "systems" not in skip:
+        if torch.get_num_threads() >= 2:
+            import concurrent_systems
+
+            print("two systems' training, one after the other and at once ...", flush=True)
+            shared = concurrent_systems.measure(
+                (whisper_dir, llm_dir), workdir, args.quick, args.manifest, args.rounds,
+                steps=2 if args.quick else 6)
+            for ratio in shared["concurrent_over_sequential_systems"]:
+                figures.add("concurrent_over_sequential_systems", ratio)
+            figures.notes.append("systems at once: {} thread(s) each, one after the other: "
+                                 "{}".format(shared["threads"][1], shared["threads"][0]))
+        else:
+            figures.notes.append("concurrent_over_sequential_systems: not measured (one "
+                                 "CPU thread: nothing to share out)")
     if torch.cuda.is_available() and "paper" not in skip:
         import paper_size_step
 
@@ -521,6 +541,7 @@ TARGETS = {"train_step_over_gemm_peak": ">= 0.5", "mowe_m4_sparse_over_base": "<
            "decode_identical": "= 1", "padded_tokens_share_after": "< before",
            "bucketed_over_shuffled_step": "< 1", "recipe_step_over_plain_step": "< 1",
            "packed_over_padded_step": "< 1", "llm_positions_packed_over_padded": "< 1",
+           "concurrent_over_sequential_systems": "< 1",
            "gpu_mowe_m4_sparse_over_base": "<= 1.10", "gpu_sparse_m16_over_sparse_m4": "<= 1.05",
            "paper_mfu": ">= 0.40"}
 

@@ -45,6 +45,7 @@ from mowe.data.collate import SkipUnreadableClips
 from mowe.resume import (EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag, RandomStates,
                          TrainingStatistics, truncate_loss_trace)
 from mowe.stats import ExpertUsage, LossPartsTracker, RoutingStatistics
+from mowe.threads import ThreadShare
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class MoWEBrain(sb.Brain):
         self._nonfinite_batches = 0
         self._empty_batches = 0
         self.random_states = None
+        self.thread_share = ThreadShare()  # more CPU threads once other systems' jobs end
         if self.checkpointer is not None:
             self.random_states = RandomStates()
             self.checkpointer.add_recoverable("random_states", self.random_states)
@@ -307,6 +309,7 @@ class MoWEBrain(sb.Brain):
             return NO_LOSS
         if self.random_states is not None:
             self.random_states.apply_pending(at_epoch_start=False)
+        self.thread_share.update()
         loss = super().fit_batch(batch)
         self.loss_parts[sb.Stage.TRAIN].update(self._batch_parts)
         # Exit only after an optimizer step: the loader's saved position already counts
@@ -319,6 +322,7 @@ class MoWEBrain(sb.Brain):
         """The parent's evaluation step, recording loss parts as in training."""
         if batch is None:
             return NO_LOSS
+        self.thread_share.update()
         loss = super().evaluate_batch(batch, stage)
         self.loss_parts[stage].update(self._batch_parts)
         return loss

@@ -43,6 +43,7 @@ from mowe.atomic import OutputPathError, check_writable, write_text_atomic
 from mowe.features import FeatureCacheError, open_cache
 from mowe.recipe import dataset, decode_settings, load_recipe_hparams
 from mowe.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
+from mowe.threads import ThreadShare
 
 logger = logging.getLogger("mowe.decode")
 
@@ -210,6 +211,7 @@ def decode(argv):
     loader = sb.dataio.dataloader.make_dataloader(subset, batch_size=batch_size,
                                                   collate_fn=unreadable)
     stop = PreemptionFlag().install()  # SIGTERM/SIGUSR1: finish the batch, then exit 75
+    thread_share = ThreadShare()  # more CPU threads once other systems' jobs end
     with open(hyp_file, "a", encoding="utf-8") as out, torch.no_grad():
         for batch in tqdm(loader, desc="decoding"):
             if stop.requested:
@@ -218,6 +220,7 @@ def decode(argv):
                 return EXIT_PREEMPTED
             if batch is None:  # no clip of this batch could be read
                 continue
+            thread_share.update()
             batch = batch.to(device)
             wavs, wav_lens = batch.sig
             hyps, selected = model.generate(wavs, wav_lens, batch.instruction,

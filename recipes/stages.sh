@@ -130,11 +130,14 @@ stop_jobs() {
 # own subshell, $system_jobs at a time. A system that finishes is added to the stage's
 # marker at once, so when another one fails its finished work is kept; the stage then
 # fails naming the systems that failed (a rerun redoes only those). INT/TERM are passed
-# on to the running jobs (training checkpoints on SIGTERM).
+# on to the running jobs (training checkpoints on SIGTERM). With the cores shared out,
+# once every system has started, each job that ends leaves its threads to the jobs still
+# running: the new share goes to $MOWE_THREAD_SHARE_FILE, which training and decoding
+# read between batches (mowe/threads.py).
 for_each_system() {
-  local function=$1 system jobs=$system_jobs threads="" count pids=() names=() failed=""
+  local function=$1 system jobs=$system_jobs threads="" count started=0 failed=""
+  local pids=() names=() cores share_file=""
   count=$(echo $systems | wc -w)
-  local cores
   cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   if [ "$jobs" = auto ]; then
     if [ "${cmd:-local}" != local ]; then jobs=$count
@@ -145,28 +148,49 @@ for_each_system() {
   if [ "${cmd:-local}" = local ] && [ "$ngpu" -eq 0 ] && [ "$jobs" -gt 1 ] \
      && [ -z "${OMP_NUM_THREADS:-}" ]; then
     threads=$(( cores / jobs > 0 ? cores / jobs : 1 ))
+    share_file=$(pwd)/$exp_dir/log/.thread_share.$BASHPID
+    rm -f "$share_file"
     log "  $jobs systems at a time, $threads CPU thread(s) each"
   fi
-  finish_oldest() {
-    if wait "${pids[0]}"; then
-      [ -z "$stage_marker" ] || echo "${names[0]}" >> "$stage_marker"
-    else
-      failed="$failed ${names[0]}"
-    fi
-    pids=("${pids[@]:1}"); names=("${names[@]:1}")
+  # finish_one: wait until a running job ends (polled: `wait -n -p` needs bash 5.1),
+  # record it, and give its threads to the others once no system is left to start
+  finish_one() {
+    local index
+    while true; do
+      for index in "${!pids[@]}"; do
+        kill -0 "${pids[$index]}" 2>/dev/null && continue
+        if wait "${pids[$index]}"; then
+          [ -z "$stage_marker" ] || echo "${names[$index]}" >> "$stage_marker"
+        else
+          failed="$failed ${names[$index]}"
+        fi
+        unset "pids[$index]" "names[$index]"
+        pids=("${pids[@]}"); names=("${names[@]}")
+        if [ -n "$share_file" ] && [ "$started" -eq "$count" ] && [ "${#pids[@]}" -gt 0 ]; then
+          echo $(( cores / ${#pids[@]} )) > "$share_file.new" && mv "$share_file.new" "$share_file"
+          log "  ${names[*]} still running: $(( cores / ${#pids[@]} )) CPU thread(s) each from now on"
+        fi
+        return 0
+      done
+      sleep 0.2
+    done
   }
   trap 'stop_jobs "${pids[@]}"; wait; exit 143' INT TERM
   for system in $systems; do
-    [ "${#pids[@]}" -lt "$jobs" ] || finish_oldest
+    [ "${#pids[@]}" -lt "$jobs" ] || finish_one
     # a background subshell: `set -e` holds inside it (not so in an `if` condition)
-    ( if [ -n "$threads" ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
+    ( if [ -n "$threads" ]; then
+        export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+               MOWE_THREAD_SHARE_FILE=$share_file
+      fi
       "$function" "$system" ) &
-    pids+=($!); names+=("$system")
+    pids+=($!); names+=("$system"); started=$((started + 1))
   done
-  while [ "${#pids[@]}" -gt 0 ]; do finish_oldest; done
+  while [ "${#pids[@]}" -gt 0 ]; do finish_one; done
   trap - INT TERM
+  [ -z "$share_file" ] || rm -f "$share_file"
   if [ -n "$failed" ]; then
-    echo "error: $function failed for:$failed (systems that finished are recorded;" \
+    echo "error: ${function%_system} failed for:$failed (systems that finished are recorded;" \
          "rerun the same command to redo only the failed ones)" >&2
     return 1
   fi

@@ -17,8 +17,12 @@ case "$*" in *train.py*)
   line="$*"; system=${line##*--system=}; system=${system%% *}
   echo "start $system threads=${OMP_NUM_THREADS:-unset}" >> "$CALLS.trace"
   trap 'echo "term $system" >> "$CALLS.trace"; exit 143' TERM
-  sleep "${TRAIN_SECONDS:-0}" & wait $!
-  echo "end $system" >> "$CALLS.trace"
+  seconds=${TRAIN_SECONDS:-0}
+  [ "$system" != "${SLOW_SYSTEM:-}" ] || seconds=$(( seconds * 4 ))
+  sleep "$seconds" & wait $!
+  # the thread share the driver wrote for the jobs still running (mowe/threads.py)
+  echo "end $system${MOWE_THREAD_SHARE_FILE:+ share=$(cat "$MOWE_THREAD_SHARE_FILE" 2>/dev/null)}" \
+    >> "$CALLS.trace"
   [ "$system" != "${FAIL_SYSTEM:-}" ] || { echo "stub: $system fails" >&2; exit 1; } ;;
 esac
 echo "stub (trivial 0)"  # what the score stage greps for
@@ -122,9 +126,12 @@ def test_sweep_trains_every_pair_once_and_reports_with_uncertainty(tiny_run):
     shutil.rmtree(os.path.join(RECIPE, "exp", tag), ignore_errors=True)
     args = ["--stage", "3", "--size", "tiny", "--seed", "1234", "--seeds", "1 2",
             "--systems", "baseline mowe_dep", "--epochs", "1", "--tag", tag,
-            "--python", sys.executable]
-    first = sweep(*args, timeout=1800)  # 4 trainings on 2 CPU cores
+            "--python", sys.executable, "--jobs", "2"]
+    first = sweep(*args, timeout=1800)  # 4 trainings on 2 CPU cores, 2 at a time
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    if not os.environ.get("OMP_NUM_THREADS"):
+        threads = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert f"sweep: 2 pairs at a time, {threads} CPU thread(s) each" in first.stdout
     exp = os.path.join(RECIPE, "exp", tag)
     for seed in ("1", "2"):
         for system in ("baseline", "mowe_dep"):
@@ -164,17 +171,21 @@ def trace(tmp_path):
 
 def test_systems_train_at_once_with_the_cores_shared_out(tmp_path):
     """--system_jobs auto on CPUs: one system per core, each with its share of the
-    threads; --system_jobs 1: one after the other, the threads left to torch."""
+    threads, and the job still running gets every core once the other has ended;
+    --system_jobs 1: one after the other, the threads left to torch."""
     cores = len(os.sched_getaffinity(0))
     run = make_recipe(tmp_path)
-    output, _ = run("--systems", "a b", "--stop_stage", "3", TRAIN_SECONDS="1")
+    output, _ = run("--systems", "a b", "--stop_stage", "3", TRAIN_SECONDS="1",
+                    SLOW_SYSTEM="b")
     events = trace(tmp_path)
     if cores >= 2:
-        assert [e.split()[0] for e in events] == ["start", "start", "end", "end"], events
         threads = cores // 2
         assert sorted(events[:2]) == [f"start a threads={threads}",
                                       f"start b threads={threads}"], events
+        assert events[2:] == ["end a share=", f"end b share={cores}"], events
         assert f"2 systems at a time, {threads} CPU thread(s) each" in output
+        assert f"b still running: {cores} CPU thread(s) each from now on" in output
+        assert not list((tmp_path / "exp" / "t" / "log").glob(".thread_share*"))
     shutil.rmtree(tmp_path / "exp")
     run("--systems", "a b", "--stop_stage", "3", "--system_jobs", "1", TRAIN_SECONDS="0.2")
     assert trace(tmp_path) == ["start a threads=unset", "end a",
@@ -185,7 +196,8 @@ def test_a_failed_system_fails_the_stage_and_keeps_the_finished_ones(tmp_path):
     run = make_recipe(tmp_path)
     error, calls = run("--systems", "a bad c", "--stop_stage", "4", "--system_jobs", "2",
                        expect=1, FAIL_SYSTEM="bad")
-    assert "train_system failed for: bad" in error and "stub: bad fails" in error
+    assert "error: train failed for: bad (systems that finished are recorded" in error
+    assert "stub: bad fails" in error
     assert sorted(trained(calls)) == ["a", "bad", "c"], "the other systems still train"
     assert not any("decode.py" in c for c in calls), "no stage after a failed one"
     marker = tmp_path / "exp" / "t" / ".done" / "3.train"

@@ -7,7 +7,8 @@
 # 1. run.sh stages 0-2 once: provision the models, synthesize the corpus (--seed), validate.
 # 2. every (system, seed) pair: run.sh stages 3-5 (train, decode, score) with
 #    --train_seed SEED in exp/TAG/seedSEED/SYSTEM; each is one $train_cmd and one
-#    $decode_cmd job (a Slurm job each with --cmd slurm), up to --jobs pairs at a time.
+#    $decode_cmd job (a Slurm job each with --cmd slurm), up to --jobs pairs at a time
+#    (here on CPUs, the cores shared out among them through OMP_NUM_THREADS).
 #    Finished pairs are skipped (per-system stage markers), so a rerun resumes the sweep.
 # 3. python -m mowe.scoring study --allow_missing: exp/TAG/RESULTS.md (mean ± std over
 #    seeds, paired bootstrap differences to --reference, routing shares per task,
