@@ -143,7 +143,8 @@ def main(argv=None):
                      args.steps)
     median, low, high = quantiles(result["concurrent_over_sequential_systems"])
     threads, shared = result["threads"]
-    print(f"threads: {threads} one after the other, {shared} each at once")
+    print(f"threads: {threads} one after the other, {shared} each at once; rounds: "
+          + ", ".join(f"{r:.3f}" for r in result["concurrent_over_sequential_systems"]))
     print(f"concurrent_over_sequential_systems={median:.3f} "
           f"concurrent_over_sequential_systems_iqr={high - low:.3f}")
     return 0
