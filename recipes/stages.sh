@@ -108,9 +108,10 @@ nj=${nj:-1}
 # systems' jobs at once. auto: every system with --cmd slurm (the cluster places them);
 # one at a time with a GPU here (--ngpu >= 1); on this machine's CPUs, one job per core
 # up to the number of systems, the cores shared out through OMP_NUM_THREADS (unless it is
-# set already). On 2 cores, two 1-thread trainings run 1.5x the optimizer steps per
-# second of one 2-thread training (README, performance): small matrices and the Python
-# between them leave a second thread idle much of the time.
+# set already). On 2 cores, two 1-thread trainings side by side take 0.76 of the time of
+# the two one after the other with 2 threads (bench/concurrent_systems.py; README,
+# performance): small matrices and the Python between them leave a second thread idle
+# much of the time.
 system_jobs=${system_jobs:-auto}
 case "$system_jobs" in auto) ;; ""|*[!0-9]*|0)
   echo "$0: --system_jobs takes auto or a whole number >= 1, not '$system_jobs'" >&2
