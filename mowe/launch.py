@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -112,14 +113,32 @@ def write_header(log, words):
         handle.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {shlex.join(words)}\n")
 
 
+# The local jobs running now: SIGTERM/SIGINT to the launcher are passed on to them
+# (a trainer checkpoints on SIGTERM), and the launcher waits for them to end.
+_RUNNING = set()
+
+
+def _pass_signal_on(signum, frame):
+    for process in list(_RUNNING):
+        try:
+            process.send_signal(signum)
+        except OSError:  # already ended
+            pass
+
+
 def run_local(log, words):
     """Run one job here, output appended to its log; returns its exit code."""
     write_header(log, words)
     with open(log, "a", encoding="utf-8") as handle:
-        process = subprocess.run(words, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(words, stdout=handle, stderr=subprocess.STDOUT)
+        _RUNNING.add(process)
+        try:
+            code = process.wait()
+        finally:
+            _RUNNING.discard(process)
     with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"# exit code {process.returncode}\n")
-    return process.returncode
+        handle.write(f"# exit code {code}\n")
+    return code
 
 
 def job_script(words, array, max_requeues=MAX_REQUEUES):
@@ -140,13 +159,17 @@ def job_script(words, array, max_requeues=MAX_REQUEUES):
                                       for piece in word.split(marker)) or "''"
 
     command = " ".join(shell_word(w) for w in words)
+    # As many CPU threads as CPUs the job was given (torch would start one per core of
+    # the node otherwise, crowding the other jobs there), unless the submitter set a
+    # number; not for torchrun, which gives each of its processes one thread itself.
+    threads = ""
+    if not any("torchrun" in w or "torch.distributed.run" in w for w in words):
+        threads = ('[ -n "${OMP_NUM_THREADS:-}" ] || [ -z "${SLURM_CPUS_PER_TASK:-}" ] || '
+                   "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK "
+                   "MKL_NUM_THREADS=$SLURM_CPUS_PER_TASK\n")
     return f"""#!/bin/bash
 export {name}=${{SLURM_ARRAY_TASK_ID:-1}}
-# as many CPU threads as CPUs the job was given (torch would start one per core of the
-# node otherwise, crowding the other jobs there), unless the submitter set a number
-[ -n "${{OMP_NUM_THREADS:-}}" ] || [ -z "${{SLURM_CPUS_PER_TASK:-}}" ] || \
-  export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK MKL_NUM_THREADS=$SLURM_CPUS_PER_TASK
-printf '# %s job %s on %s (restart %s): %s\\n' "$(date -Is)" "$SLURM_JOB_ID" "$(hostname)" \\
+{threads}printf '# %s job %s on %s (restart %s): %s\\n' "$(date -Is)" "$SLURM_JOB_ID" "$(hostname)" \\
   "${{SLURM_RESTART_COUNT:-0}}" {shlex.quote(shlex.join(words).replace(marker, name))}
 {command} &
 child=$!
@@ -241,6 +264,9 @@ def main(argv=None):
         return log if index is None else substitute([log], array[0], index)[0]
 
     if args.backend == "local":
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _pass_signal_on)
+
         def run(index):
             command = words if index is None else substitute(words, array[0], index)
             return index, run_local(log_of(index), command)

@@ -51,11 +51,11 @@ mkdir -p "$done_dir"
 log() { echo "[$(date '+%Y-%m-%d %H:%M:%S')] $*"; }
 
 # run_stage N NAME COMMAND...: run unless outside [stage, stop_stage] or already done.
-# Stages that loop over $systems (features, train, decode, score, pack) list in their marker the
+# Stages that loop over $systems (features, train, decode, score, smoke, pack) list in their marker the
 # systems they finished: adding a system to a finished experiment runs them for the new
 # system only (an empty marker, from before systems were recorded, counts as all done).
 # The report is redone whenever the set of systems changes.
-per_system_stages=" features train decode score pack "
+per_system_stages=" features train decode score smoke pack "
 run_stage() {
   local number=$1 name=$2; shift 2
   if [ "$number" -lt "$stage" ] || [ "$number" -gt "$stop_stage" ]; then return 0; fi
@@ -113,19 +113,21 @@ nj=${nj:-1}
 # performance): small matrices and the Python between them leave a second thread idle
 # much of the time.
 system_jobs=${system_jobs:-auto}
-case "$system_jobs" in auto) ;; ""|*[!0-9]*|0)
-  echo "$0: --system_jobs takes auto or a whole number >= 1, not '$system_jobs'" >&2
-  exit 2 ;; esac
+if [ "$system_jobs" != auto ]; then
+  if [[ ! "$system_jobs" =~ ^[0-9]+$ ]] || [ $((10#$system_jobs)) -lt 1 ]; then
+    echo "$0: --system_jobs takes auto or a whole number >= 1, not '$system_jobs'" >&2
+    exit 2
+  fi
+  system_jobs=$((10#$system_jobs))  # (08 is eight, not a bad octal number)
+fi
 stage_marker=""
-# process_tree PID: the processes under PID, deepest first; stop_jobs PID...: SIGTERM to
-# each job and every process under it (the launcher does not pass signals on).
-process_tree() {
-  local child
-  for child in $(pgrep -P "$1" 2>/dev/null); do process_tree "$child"; echo "$child"; done
-}
+# stop_jobs PID...: SIGTERM to the commands each job's subshell runs (the launcher passes
+# it on to its job and waits for it; training checkpoints on it), not to the subshells,
+# which end when their commands have. child_pids: pgrep, or /proc where procps is missing.
+child_pids() { pgrep -P "$1" 2>/dev/null || cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 stop_jobs() {
   local pid
-  for pid in "$@"; do kill -TERM $(process_tree "$pid") "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do kill -TERM $(child_pids "$pid") 2>/dev/null || true; done
 }
 # for_each_system FUNCTION: FUNCTION SYSTEM for every system of $systems, each in its
 # own subshell, $system_jobs at a time. A system that finishes is added to the stage's
@@ -137,7 +139,7 @@ stop_jobs() {
 # read between batches (mowe/threads.py).
 for_each_system() {
   local function=$1 system jobs=$system_jobs threads="" count started=0 failed=""
-  local pids=() names=() cores share_file=""
+  local pids=() names=() cores share_file="" share
   count=$(echo $systems | wc -w)
   cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   if [ "$jobs" = auto ]; then
@@ -168,8 +170,9 @@ for_each_system() {
         unset "pids[$index]" "names[$index]"
         pids=("${pids[@]}"); names=("${names[@]}")
         if [ -n "$share_file" ] && [ "$started" -eq "$count" ] && [ "${#pids[@]}" -gt 0 ]; then
-          echo $(( cores / ${#pids[@]} )) > "$share_file.new" && mv "$share_file.new" "$share_file"
-          log "  ${names[*]} still running: $(( cores / ${#pids[@]} )) CPU thread(s) each from now on"
+          share=$(( cores / ${#pids[@]} > 0 ? cores / ${#pids[@]} : 1 ))
+          echo "$share" > "$share_file.new" && mv "$share_file.new" "$share_file"
+          log "  ${names[*]} still running: $share CPU thread(s) each from now on"
         fi
         return 0
       done

@@ -125,3 +125,27 @@ def test_a_job_uses_as_many_threads_as_cpus_it_was_given(tmp_path, submitter_thr
     assert result.returncode == 0, result.stdout + result.stderr
     torch_threads = min(int(expected), len(os.sched_getaffinity(0)))  # torch's cap: cores
     assert f"threads {expected} {torch_threads}" in result.stdout
+
+
+def test_local_launcher_passes_sigterm_on_and_waits_for_the_job(tmp_path):
+    """A SIGTERM to `python -m mowe.launch` (the recipes' stage driver sends one when it
+    is stopped) reaches the job, which checkpoints and exits 75; the launcher waits for
+    it and its log ends with the job's exit code."""
+    log = tmp_path / "job.log"
+    process = subprocess.Popen([sys.executable, "-m", "mowe.launch", "--backend", "local",
+                                str(log), sys.executable, "-c", TRAINER],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while "trainer: running" not in (log.read_text() if log.exists() else ""):
+        assert time.time() < deadline and process.poll() is None, process.stdout.read()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 1  # a failed job fails the launch
+    text = log.read_text()
+    assert "got SIGTERM" in text and text.rstrip().endswith("# exit code 75"), text
+
+
+def test_torchrun_jobs_keep_torchruns_own_thread_count():
+    script = job_script([sys.executable, "-m", "torch.distributed.run", "train.py"], None)
+    assert "SLURM_CPUS_PER_TASK" not in script
+    assert "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK" in job_script(["python", "x.py"], None)

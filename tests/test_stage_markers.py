@@ -15,8 +15,8 @@ STUB = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
 case "$*" in *train.py*)
   line="$*"; system=${line##*--system=}; system=${system%% *}
+  trap 'sleep 1; echo "term $system" >> "$CALLS.trace"; exit 143' TERM  # (1 s to save)
   echo "start $system threads=${OMP_NUM_THREADS:-unset}" >> "$CALLS.trace"
-  trap 'echo "term $system" >> "$CALLS.trace"; exit 143' TERM
   seconds=${TRAIN_SECONDS:-0}
   [ "$system" != "${SLOW_SYSTEM:-}" ] || seconds=$(( seconds * 4 ))
   sleep "$seconds" & wait $!
@@ -175,7 +175,7 @@ def test_systems_train_at_once_with_the_cores_shared_out(tmp_path):
     --system_jobs 1: one after the other, the threads left to torch."""
     cores = len(os.sched_getaffinity(0))
     run = make_recipe(tmp_path)
-    output, _ = run("--systems", "a b", "--stop_stage", "3", TRAIN_SECONDS="1",
+    output, _ = run("--systems", "a b", "--stop_stage", "3", TRAIN_SECONDS="2",
                     SLOW_SYSTEM="b")
     events = trace(tmp_path)
     if cores >= 2:
@@ -210,7 +210,7 @@ def test_a_failed_system_fails_the_stage_and_keeps_the_finished_ones(tmp_path):
 
 def test_sigterm_reaches_every_running_system(tmp_path):
     """A job scheduler's SIGTERM to run.sh reaches the training jobs (which checkpoint
-    on it), and run.sh ends at once with 143."""
+    on it: the stub takes 1 s), and run.sh waits for them, then ends with 143."""
     import signal
     import time
 
@@ -227,14 +227,16 @@ def test_sigterm_reaches_every_running_system(tmp_path):
     assert len(trace(tmp_path)) == 2, trace(tmp_path)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 143
-    time.sleep(0.5)
+    # both jobs had ended, their "checkpoint" written, before run.sh exited
     assert sorted(e for e in trace(tmp_path) if e.startswith("term")) == ["term a", "term b"]
     assert not (tmp_path / "exp" / "t" / ".done" / "3.train").exists()
 
 
 def test_system_jobs_must_be_auto_or_a_positive_number(tmp_path):
     run = make_recipe(tmp_path)
-    for value in ("0", "two"):
+    output, calls = run("--systems", "a b", "--stop_stage", "3", "--system_jobs", "08")
+    assert sorted(trained(calls)) == ["a", "b"], "08 is eight, not a bad octal number"
+    for value in ("0", "00", "two"):
         error, calls = run("--system_jobs", value, expect=2)
         assert f"--system_jobs takes auto or a whole number >= 1, not '{value}'" in error
         assert calls == []
