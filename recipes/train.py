@@ -60,6 +60,7 @@ import speechbrain as sb
 from mowe.brain import MoWEBrain, NonFiniteLossError
 from mowe.ctc_warmup import run_ctc_warmup
 from mowe.features import FeatureCacheError, open_cache
+from mowe.precision import cast_frozen_parameters, training_llm_dtype
 from mowe.recipe import dataset, load_recipe_hparams, pop_option
 
 logger = logging.getLogger("mowe.train")
@@ -177,6 +178,27 @@ def train_loader_kwargs(hparams, train, model):
     return kwargs
 
 
+def frozen_llm_in_training_dtype(hparams, run_opts):
+    """Cast the frozen LLM weights to the recipe's ``train_llm_dtype`` (``auto``: bfloat16
+    where the device multiplies it natively; :mod:`mowe.precision`). Checkpoints hold
+    only trained weights, so decoding rebuilds the LLM as the model spec says."""
+    # DDP over NCCL gives each process its GPU without --device
+    on_gpu = str(run_opts.get("device") or "cpu").startswith("cuda") or (
+        int(os.environ.get("WORLD_SIZE", 1)) > 1
+        and run_opts.get("distributed_backend") == "nccl")
+    try:
+        dtype = training_llm_dtype(hparams.get("train_llm_dtype"), on_gpu)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    llm = getattr(hparams["model"], "llm", None)
+    if dtype is not None and llm is not None:
+        cast = cast_frozen_parameters(llm, dtype)
+        if cast:
+            logger.info("frozen LLM weights in %s while training (%d tensors; "
+                        "train_llm_dtype %s)", str(dtype).replace("torch.", ""), cast,
+                        hparams.get("train_llm_dtype"))
+
+
 def main(argv):
     if any(arg in ("-h", "--help") for arg in argv):
         print(__doc__)
@@ -222,6 +244,7 @@ def main(argv):
                                                             num_training_steps=steps)
     if hparams.get("init_from"):
         initialise_from(hparams["model"], hparams["init_from"], hparams["checkpointer"])
+    frozen_llm_in_training_dtype(hparams, run_opts)
     try:
         run_ctc_warmup(hparams["model"], hparams, train, valid, run_opts,
                        hparams["checkpointer"])
