@@ -38,12 +38,14 @@ def worker(connection, model_dirs, workdir, quick, manifest, seed, steps):
 
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
-    from run_all import audio_batch, corpus_like, optimizer_for, recipe_model, train_step
+    from run_all import (audio_batch, corpus_like, llm_as_recipes_train, optimizer_for,
+                         recipe_model, train_step)
 
     from mowe.features import CachedFeatures
 
     torch.manual_seed(seed)
     model = recipe_model(*model_dirs, workdir, quick).train()
+    llm_as_recipes_train(model)  # frozen LLM in bf16 where the CPU has native bf16
     optimizer = optimizer_for(model)
     clips = corpus_like(4 * (steps + 1), seed=seed, manifest=manifest)
     batches = []

@@ -25,12 +25,9 @@ True
 """
 
 import functools
-import logging
 import platform
 
 import torch
-
-logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # /proc/cpuinfo flags of CPUs whose matrix units multiply bf16 natively: x86 (AMX,
@@ -106,13 +103,8 @@ def training_llm_dtype(setting, on_gpu=False, flags=None, cuda_bf16=None):
                          "or null")
     if setting != "auto":
         return getattr(torch, setting)
-    reason = native_bf16_reason(on_gpu, flags, cuda_bf16)
-    if reason is None:
-        logger.info("train_llm_dtype auto: no native bf16 on this %s; the LLM trains in "
-                    "the dtype it was built in", "GPU" if on_gpu else "CPU")
+    if native_bf16_reason(on_gpu, flags, cuda_bf16) is None:
         return None
-    logger.info("train_llm_dtype auto: the frozen LLM weights train in bfloat16 (%s)",
-                reason)
     return torch.bfloat16
 
 

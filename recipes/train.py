@@ -60,7 +60,7 @@ import speechbrain as sb
 from mowe.brain import MoWEBrain, NonFiniteLossError
 from mowe.ctc_warmup import run_ctc_warmup
 from mowe.features import FeatureCacheError, open_cache
-from mowe.precision import cast_frozen_parameters, training_llm_dtype
+from mowe.precision import cast_frozen_parameters, native_bf16_reason, training_llm_dtype
 from mowe.recipe import dataset, load_recipe_hparams, pop_option
 
 logger = logging.getLogger("mowe.train")
@@ -178,25 +178,36 @@ def train_loader_kwargs(hparams, train, model):
     return kwargs
 
 
-def frozen_llm_in_training_dtype(hparams, run_opts):
-    """Cast the frozen LLM weights to the recipe's ``train_llm_dtype`` (``auto``: bfloat16
-    where the device multiplies it natively; :mod:`mowe.precision`). Checkpoints hold
-    only trained weights, so decoding rebuilds the LLM as the model spec says."""
+def llm_training_dtype(hparams, run_opts):
+    """The dtype the frozen LLM weights train in (the recipe's ``train_llm_dtype``; None:
+    as built) and why, for the log; exits with a one-line error for a bad value."""
     # DDP over NCCL gives each process its GPU without --device
     on_gpu = str(run_opts.get("device") or "cpu").startswith("cuda") or (
         int(os.environ.get("WORLD_SIZE", 1)) > 1
         and run_opts.get("distributed_backend") == "nccl")
+    setting = hparams.get("train_llm_dtype")
     try:
-        dtype = training_llm_dtype(hparams.get("train_llm_dtype"), on_gpu)
+        dtype = training_llm_dtype(setting, on_gpu)
     except ValueError as error:
         sys.exit(f"error: {error}")
-    llm = getattr(hparams["model"], "llm", None)
-    if dtype is not None and llm is not None:
-        cast = cast_frozen_parameters(llm, dtype)
-        if cast:
-            logger.info("frozen LLM weights in %s while training (%d tensors; "
-                        "train_llm_dtype %s)", str(dtype).replace("torch.", ""), cast,
-                        hparams.get("train_llm_dtype"))
+    why = f"train_llm_dtype {setting}"
+    if setting == "auto":
+        why += ": " + (native_bf16_reason(on_gpu)
+                       or f"no native bf16 on this {'GPU' if on_gpu else 'CPU'}")
+    return dtype, why
+
+
+def cast_frozen_llm(model, dtype, why):
+    """Cast the frozen LLM weights of ``model`` to ``dtype`` (None: leave them) and log
+    the LLM's training dtype. Checkpoints hold only trained weights, so decoding rebuilds
+    the LLM as the model spec says."""
+    llm = getattr(model, "llm", None)
+    if llm is None:
+        return
+    cast = cast_frozen_parameters(llm, dtype) if dtype is not None else 0
+    frozen = next((p.dtype for p in llm.parameters() if not p.requires_grad), None)
+    logger.info("frozen LLM weights in %s while training (%s; %d tensors cast)",
+                str(frozen).replace("torch.", ""), why, cast)
 
 
 def main(argv):
@@ -214,8 +225,10 @@ def main(argv):
                  "or --grad_accumulation_factor, not both")
     hparams["batch_size"], hparams["grad_accumulation_factor"] = batch_plan(hparams,
                                                                             world_size)
+    llm_dtype, llm_dtype_why = llm_training_dtype(hparams, run_opts)
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=hparams_file, overrides=overrides)
+    cast_frozen_llm(hparams["model"], llm_dtype, llm_dtype_why)
     trim = getattr(hparams["model"], "max_audio_seconds", None)  # the model cuts clips
     tasks = hparams.get("tasks")  # optional: a recipe's own task names
     try:
@@ -244,7 +257,6 @@ def main(argv):
                                                             num_training_steps=steps)
     if hparams.get("init_from"):
         initialise_from(hparams["model"], hparams["init_from"], hparams["checkpointer"])
-    frozen_llm_in_training_dtype(hparams, run_opts)
     try:
         run_ctc_warmup(hparams["model"], hparams, train, valid, run_opts,
                        hparams["checkpointer"])

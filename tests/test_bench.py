@@ -35,6 +35,17 @@ def test_quick_bench_prints_every_ratio_on_its_last_line(tmp_path):
     else:
         assert "concurrent_over_sequential_systems: not measured" in result.stdout
     assert 0 < float(pairs["llm_positions_packed_over_padded"]) < 1  # exact, not timed
+    # training figures as the recipes train (train_llm_dtype auto), decoding in float32
+    from mowe.precision import native_bf16_reason
+
+    if native_bf16_reason(on_gpu=False):
+        assert "frozen LLM in training: bfloat16; decoding: float32" in result.stdout
+        for key in ("bf16_llm_over_fp32_llm_step", "fp32_llm_step_over_gemm_peak",
+                    "gemm_bf16_gflops_per_s"):
+            assert float(pairs[key]) > 0, (key, last)
+    else:
+        assert "frozen LLM in training: float32; decoding: float32" in result.stdout
+        assert "bf16_llm_over_fp32_llm_step" not in pairs
     if not torch.cuda.is_available():  # GPU figures only where CUDA is present
         assert not any(key.startswith("gpu_") for key in pairs), last
 

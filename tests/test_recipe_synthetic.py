@@ -83,6 +83,24 @@ def test_every_stage_ran_and_left_its_outputs(tiny_run):
     assert all(f"| {text.strip()} |" in section for text in said)
 
 
+def test_training_logs_the_frozen_llms_dtype(tiny_run):
+    """train_llm_dtype auto: bfloat16 where this CPU multiplies it natively, else as built
+    (float32); the training log says which, and why."""
+    from mowe.precision import native_bf16_reason
+
+    exp, _ = tiny_run
+    reason = native_bf16_reason(on_gpu=False)
+    for system in ("baseline", "mowe"):
+        with open(os.path.join(exp, "log", f"train_{system}.log"), encoding="utf-8") as handle:
+            log = handle.read()
+        if reason:
+            assert ("frozen LLM weights in bfloat16 while training (train_llm_dtype auto: "
+                    f"{reason}; ") in log
+        else:
+            assert ("frozen LLM weights in float32 while training (train_llm_dtype auto: "
+                    "no native bf16 on this CPU; 0 tensors cast)") in log
+
+
 def test_second_run_skips_every_stage(tiny_run):
     exp, _ = tiny_run
     output = run_recipe("--size", "tiny", "--tag", os.path.basename(exp))
