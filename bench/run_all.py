@@ -12,16 +12,16 @@ sizes (timing does not depend on the weights). ``--quick``: tiny random models a
 rounds, a smoke test of the script only (its numbers mean nothing).
 
 Ratios (CPU, always):
-  train_step_over_gemm_peak    FLOP/s of a full training step of the default recipe's
-                               model (MoWE M=4 sparse, batch 4 of corpus-like clips;
-                               FLOPs counted by torch.utils.flop_counter) as the recipes
-                               train it (frozen LLM in bf16 where the CPU has native
-                               bf16: train_llm_dtype auto) over the FLOP/s of a large
-                               fp32 matrix product                       (target >= 0.5)
-  bf16_llm_over_fp32_llm_step  where the CPU has native bf16: that step over the same
-                               batches' step with the frozen LLM in fp32        (< 1)
-  fp32_llm_step_over_gemm_peak   the fp32 step's FLOP/s over the fp32 peak, and
+  train_step_over_gemm_peak    FLOP/s of a full float32 training step of the default
+                               recipe's model (MoWE M=4 sparse, batch 4 of corpus-like
+                               clips; FLOPs counted by torch.utils.flop_counter) over
+                               the FLOP/s of a large fp32 matrix product (target >= 0.5)
+  Where the CPU multiplies bf16 natively, the other training figures time the step as
+  the recipes train it (train_llm_dtype auto: frozen LLM weights in bf16), and:
+  bf16_llm_over_fp32_llm_step  that step over the float32 step, same batches    (< 1)
+  recipe_step_over_gemm_peak   that step's FLOP/s over the fp32 peak, and
   gemm_bf16_gflops_per_s       a large bf16 product's GFLOP/s (the bf16 units' peak)
+  Decoding always runs the spec's float32 weights, as recipes/decode.py does.
   padded_tokens_share_before   padded LLM positions with shuffled batches of 4, over an
   padded_tokens_share_after    epoch of the corpus-like set; after: bucketing (the
                                recipe's default BucketBatchSampler)
@@ -200,6 +200,20 @@ def llm_as_recipes_train(*models):
     return dtype
 
 
+def frozen_weights(module):
+    """``module``'s frozen parameters as they are now (tensors by name)."""
+    return {name: parameter.data for name, parameter in module.named_parameters()
+            if not parameter.requires_grad}
+
+
+def restore_frozen(module, weights):
+    """Put back ``weights`` (:func:`frozen_weights`): exactly the spec's weights, not a
+    float32 copy of their bf16 rounding."""
+    for name, parameter in module.named_parameters():
+        if name in weights:
+            parameter.data = weights[name]
+
+
 def corpus_like(count, seed=0, manifest=None):
     """Clips like the default synthetic corpus: (seconds, instruction, answer, task);
     from ``manifest`` when given."""
@@ -364,7 +378,6 @@ def run(args):
     from mowe.llm import LanguageModel
     from mowe.mixture import MixtureOfWeakEncoders
     from mowe.model import AudioLLM
-    from mowe.precision import cast_frozen_parameters
 
     skip = set(filter(None, args.skip.split(",")))
     begun = time.perf_counter()
@@ -463,6 +476,7 @@ def run(args):
 
     # training as the recipes train (frozen LLM in bf16 where native); decoding in the
     # spec's float32, as recipes/decode.py rebuilds the model
+    spec_weights = frozen_weights(recipe.llm)
     train_dtype = llm_as_recipes_train(*([recipe] + ([plain] if plain is not None else [])))
     print(f"frozen LLM in training: {str(train_dtype).replace('torch.', '')}; decoding: "
           "float32", flush=True)
@@ -498,22 +512,26 @@ def run(args):
                 plain_spent = sum(timed(lambda: train_step(plain, plain_opt, batch), cpu)[0]
                                   for batch in pad_batches["bucketed"])
                 figures.add("recipe_step_over_plain_step", spent["bucketed"] / plain_spent)
-            if "gemm" not in skip:
-                achieved = sum(flops["recipe"]) / spent["bucketed"]
-                figures.add("train_step_over_gemm_peak", achieved / peak)
-                figures.add("step_gflops_per_s", achieved / 1e9)
-                figures.add("gemm_gflops_per_s", peak / 1e9)
-            if train_dtype != torch.float32:  # the same batches, frozen LLM in float32
-                cast_frozen_parameters(recipe.llm, torch.float32)
+            fp32_spent = spent["bucketed"]
+            if train_dtype != torch.float32:  # the same batches, the spec's float32 LLM
+                restore_frozen(recipe.llm, spec_weights)
                 fp32_spent = sum(timed(lambda: train_step(recipe, recipe_opt, batch), cpu)[0]
                                  for batch in pad_batches["bucketed"])
                 figures.add("bf16_llm_over_fp32_llm_step", spent["bucketed"] / fp32_spent)
-                if "gemm" not in skip:
-                    figures.add("fp32_llm_step_over_gemm_peak",
-                                sum(flops["recipe"]) / fp32_spent / peak)
+            if "gemm" not in skip:
+                # the float32 step (the same figure on every machine), and the step as
+                # the recipes train it (frozen LLM in bf16 where native), over the fp32
+                # GEMM peak
+                achieved = sum(flops["recipe"]) / fp32_spent
+                figures.add("train_step_over_gemm_peak", achieved / peak)
+                figures.add("step_gflops_per_s", achieved / 1e9)
+                figures.add("gemm_gflops_per_s", peak / 1e9)
+                if train_dtype != torch.float32:
+                    figures.add("recipe_step_over_gemm_peak",
+                                sum(flops["recipe"]) / spent["bucketed"] / peak)
                     figures.add("gemm_bf16_gflops_per_s",
                                 gemm_flops_per_s(args.gemm_size, cpu, torch.bfloat16) / 1e9)
-        cast_frozen_parameters(recipe.llm, torch.float32)  # decoding: the spec's float32
+        restore_frozen(recipe.llm, spec_weights)  # decoding: the spec's float32 weights
         for device_type, (built, batch) in mowe_models.items():
             device = torch.device(device_type)
             prefix = "" if device_type == "cpu" else "gpu_"

@@ -14,7 +14,7 @@ quarter of them differed (the same bench, ``decode_identical``).
 
 Example
 -------
->>> training_llm_dtype("bfloat16")
+>>> training_llm_dtype("bf16")
 torch.bfloat16
 >>> training_llm_dtype(None) is None
 True
@@ -30,6 +30,8 @@ import platform
 import torch
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# SpeechBrain's --precision spellings
+ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # /proc/cpuinfo flags of CPUs whose matrix units multiply bf16 natively: x86 (AMX,
 # AVX512-BF16) and Arm ("bf16" in the Features line)
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
@@ -63,8 +65,9 @@ def native_bf16_reason(on_gpu=False, flags=None, cuda_bf16=None):
         Whether the GPU has bf16 (default: asked of torch).
     """
     if on_gpu:
-        if cuda_bf16 is None:
-            cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if cuda_bf16 is None:  # not emulated bf16 (V100, T4: slower than float32)
+            cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(
+                including_emulation=False)
         return "the GPU supports bf16" if cuda_bf16 else None
     flags = cpu_flags() if flags is None else flags
     native = [flag for flag in NATIVE_BF16_CPU_FLAGS if flag in flags]
@@ -73,16 +76,21 @@ def native_bf16_reason(on_gpu=False, flags=None, cuda_bf16=None):
     return None
 
 
-def training_llm_dtype(setting, on_gpu=False, flags=None, cuda_bf16=None):
+def training_llm_dtype(setting, on_gpu=False, built=torch.float32, flags=None,
+                       cuda_bf16=None):
     """The dtype the frozen LLM weights train in, for a recipe's ``train_llm_dtype``.
 
     Parameters
     ----------
     setting : str or None
-        ``auto`` (bfloat16 where :func:`native_bf16_reason` finds native bf16, else as
-        built), ``float32``, ``bfloat16``, ``float16``, or ``None`` (as built).
+        ``auto`` (bfloat16 where :func:`native_bf16_reason` finds native bf16 and the
+        weights were built in float32, else as built), ``float32``, ``bfloat16``,
+        ``float16`` (or ``fp32``, ``bf16``, ``fp16``), or ``None`` (as built).
     on_gpu : bool
         Training runs on CUDA GPUs (else on the CPU).
+    built : torch.dtype
+        The dtype the model spec built the frozen weights in: ``auto`` changes only
+        float32 (a float16 spec is not rounded into bf16's shorter mantissa).
     flags, cuda_bf16
         Passed to :func:`native_bf16_reason` (defaults: this machine).
 
@@ -98,12 +106,13 @@ def training_llm_dtype(setting, on_gpu=False, flags=None, cuda_bf16=None):
     """
     if setting is None:
         return None
+    setting = ALIASES.get(setting, setting)
     if setting not in DTYPES:
         raise ValueError(f"train_llm_dtype {setting!r} is not one of {', '.join(DTYPES)} "
                          "or null")
     if setting != "auto":
         return getattr(torch, setting)
-    if native_bf16_reason(on_gpu, flags, cuda_bf16) is None:
+    if built != torch.float32 or native_bf16_reason(on_gpu, flags, cuda_bf16) is None:
         return None
     return torch.bfloat16
 

@@ -43,6 +43,13 @@ padded audio and a varying number of clips. The global batch is then counted in 
 batches per optimizer step (else ``grad_accumulation_factor``), and ``global_batch_size``
 (a clip count) is not used.
 
+Frozen LLM weights while training: ``train_llm_dtype: auto`` (the recipes' default)
+casts them to bfloat16 where the device multiplies bf16 natively (a CPU with AMX or
+AVX512-BF16, a GPU with bf16) and they were built in float32; ``float32`` /
+``bfloat16`` / ``float16`` cast them so; ``null`` leaves them as the model spec built
+them. LoRA and everything trained stay float32; decoding rebuilds the LLM from the spec
+(``mowe.precision``). The log says which dtype and why.
+
 Bad input: clips whose audio is missing, unreadable, empty or non-finite are skipped
 and counted; an optimizer step with a non-finite loss or gradients is skipped and
 counted, and more than ``--nonfinite_patience`` (default 3) in a row stop training with
@@ -56,6 +63,7 @@ import os
 import sys
 
 import speechbrain as sb
+import torch
 
 from mowe.brain import MoWEBrain, NonFiniteLossError
 from mowe.ctc_warmup import run_ctc_warmup
@@ -181,20 +189,30 @@ def train_loader_kwargs(hparams, train, model):
 def llm_training_dtype(hparams, run_opts):
     """The dtype the frozen LLM weights train in (the recipe's ``train_llm_dtype``; None:
     as built) and why, for the log; exits with a one-line error for a bad value."""
-    # DDP over NCCL gives each process its GPU without --device
-    on_gpu = str(run_opts.get("device") or "cpu").startswith("cuda") or (
-        int(os.environ.get("WORLD_SIZE", 1)) > 1
-        and run_opts.get("distributed_backend") == "nccl")
+    # the device SpeechBrain's Brain will take (with no --device: a GPU where there is one)
+    device = run_opts.get("device") or sb.utils.distributed.infer_device()
+    on_gpu = str(device).startswith("cuda")
     setting = hparams.get("train_llm_dtype")
+    llm = getattr(hparams["model"], "llm", None)
+    built = next((p.dtype for p in llm.parameters() if not p.requires_grad), None) \
+        if llm is not None else None
+    if setting == "auto" and run_opts.get("precision") == "fp16":
+        return None, "train_llm_dtype auto: fp16 autocast (--precision=fp16) keeps them"
     try:
-        dtype = training_llm_dtype(setting, on_gpu)
+        dtype = training_llm_dtype(setting, on_gpu, built=built)
     except ValueError as error:
         sys.exit(f"error: {error}")
-    why = f"train_llm_dtype {setting}"
+    why = f"train_llm_dtype {'null' if setting is None else setting}"
     if setting == "auto":
-        why += ": " + (native_bf16_reason(on_gpu)
-                       or f"no native bf16 on this {'GPU' if on_gpu else 'CPU'}")
+        reason = native_bf16_reason(on_gpu)
+        why += ": " + (f"built in {dtype_name(built)}" if reason and built != torch.float32
+                       else reason or f"no native bf16 on this {'GPU' if on_gpu else 'CPU'}")
     return dtype, why
+
+
+def dtype_name(dtype):
+    """``torch.bfloat16`` -> ``bfloat16``."""
+    return str(dtype).replace("torch.", "")
 
 
 def cast_frozen_llm(model, dtype, why):
@@ -202,12 +220,12 @@ def cast_frozen_llm(model, dtype, why):
     the LLM's training dtype. Checkpoints hold only trained weights, so decoding rebuilds
     the LLM as the model spec says."""
     llm = getattr(model, "llm", None)
-    if llm is None:
+    frozen = [p for p in llm.parameters() if not p.requires_grad] if llm is not None else []
+    if not frozen:
         return
     cast = cast_frozen_parameters(llm, dtype) if dtype is not None else 0
-    frozen = next((p.dtype for p in llm.parameters() if not p.requires_grad), None)
     logger.info("frozen LLM weights in %s while training (%s; %d tensors cast)",
-                str(frozen).replace("torch.", ""), why, cast)
+                dtype_name(frozen[0].dtype), why, cast)
 
 
 def main(argv):

@@ -40,7 +40,7 @@ def test_quick_bench_prints_every_ratio_on_its_last_line(tmp_path):
 
     if native_bf16_reason(on_gpu=False):
         assert "frozen LLM in training: bfloat16; decoding: float32" in result.stdout
-        for key in ("bf16_llm_over_fp32_llm_step", "fp32_llm_step_over_gemm_peak",
+        for key in ("bf16_llm_over_fp32_llm_step", "recipe_step_over_gemm_peak",
                     "gemm_bf16_gflops_per_s"):
             assert float(pairs[key]) > 0, (key, last)
     else:

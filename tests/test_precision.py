@@ -52,20 +52,29 @@ def test_auto_on_a_gpu_asks_the_gpu_not_the_cpu():
     assert native_bf16_reason(on_gpu=True, cuda_bf16=True) == "the GPU supports bf16"
 
 
-def test_explicit_settings_and_null():
+def test_explicit_settings_aliases_and_null():
     assert training_llm_dtype("float32") == torch.float32
     assert training_llm_dtype("bfloat16", flags=set()) == torch.bfloat16
+    assert training_llm_dtype("bf16") == torch.bfloat16  # SpeechBrain's --precision names
+    assert training_llm_dtype("fp32") == torch.float32
     assert training_llm_dtype(None) is None
+
+
+def test_auto_leaves_a_spec_built_in_another_dtype():
+    """A float16 spec is not rounded into bf16's shorter mantissa; a bf16 one stays."""
+    for built in (torch.float16, torch.bfloat16):
+        assert training_llm_dtype("auto", flags={"amx_bf16"}, built=built) is None
     with pytest.raises(ValueError, match="train_llm_dtype 'fp8' is not one of auto, "
                                          "float32, bfloat16, float16 or null"):
         training_llm_dtype("fp8")
 
 
+@pytest.mark.parametrize("pack_rows", [True, False])
 def test_bf16_frozen_llm_keeps_lora_in_float32_and_gives_the_same_loss_and_gradients(
-        tiny_models, audio_batch):
+        tiny_models, audio_batch, pack_rows):
     torch.manual_seed(0)
-    reference = load_spec(tiny_models)["model"].eval()
-    cast = load_spec(tiny_models)["model"].eval()
+    reference = load_spec(tiny_models, pack_rows=pack_rows)["model"].eval()
+    cast = load_spec(tiny_models, pack_rows=pack_rows)["model"].eval()
     cast.load_state_dict(reference.state_dict())
     count = cast_frozen_parameters(cast.llm, torch.bfloat16)
     assert count > 0
@@ -93,16 +102,45 @@ def test_bf16_frozen_llm_keeps_lora_in_float32_and_gives_the_same_loss_and_gradi
     assert cast_frozen_parameters(cast.llm, torch.float32) == count
 
 
+class RunOptions(dict):
+    """Stands in for SpeechBrain's RunOptions (``get`` by key)."""
+
+
+def frozen_llm_model():
+    """A model whose ``llm`` has one frozen float32 weight and one trainable one."""
+    from types import SimpleNamespace
+
+    llm = torch.nn.Linear(2, 2)
+    llm.weight.requires_grad_(False)
+    return SimpleNamespace(llm=llm)
+
+
 def test_train_py_refuses_a_bad_train_llm_dtype_in_one_line():
     train = load_train_module()
-
-    class RunOptions(dict):
-        pass
-
     with pytest.raises(SystemExit, match="^error: train_llm_dtype 'fp8' is not one of"):
-        train.llm_training_dtype({"train_llm_dtype": "fp8"}, RunOptions(device="cpu"))
-    dtype, why = train.llm_training_dtype({"train_llm_dtype": "auto"},
-                                          RunOptions(device="cpu"))
+        train.llm_training_dtype({"train_llm_dtype": "fp8", "model": frozen_llm_model()},
+                                 RunOptions(device="cpu"))
+
+
+def test_train_py_decides_auto_for_the_device_it_will_train_on(monkeypatch):
+    import speechbrain as sb
+
+    train = load_train_module()
+    hparams = {"train_llm_dtype": "auto", "model": frozen_llm_model()}
+    dtype, why = train.llm_training_dtype(hparams, RunOptions(device="cpu"))
     reason = native_bf16_reason(on_gpu=False)
     assert dtype == (torch.bfloat16 if reason else None)
     assert why == "train_llm_dtype auto: " + (reason or "no native bf16 on this CPU")
+    # no --device: SpeechBrain's Brain takes a GPU where there is one, so auto asks it
+    monkeypatch.setattr(sb.utils.distributed, "infer_device", lambda: "cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    dtype, why = train.llm_training_dtype(hparams, RunOptions(device=None))
+    assert dtype is None and why == "train_llm_dtype auto: no native bf16 on this GPU"
+    # fp16 autocast: auto does not bring bf16 weights into it
+    dtype, why = train.llm_training_dtype(hparams, RunOptions(device="cpu",
+                                                              precision="fp16"))
+    assert dtype is None and "fp16 autocast" in why
+    dtype, why = train.llm_training_dtype({"train_llm_dtype": None,
+                                           "model": frozen_llm_model()},
+                                          RunOptions(device="cpu"))
+    assert dtype is None and why == "train_llm_dtype null"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, RECIPE, run_recipe
 
@@ -99,6 +100,14 @@ def test_training_logs_the_frozen_llms_dtype(tiny_run):
         else:
             assert ("frozen LLM weights in float32 while training (train_llm_dtype auto: "
                     "no native bf16 on this CPU; 0 tensors cast)") in log
+        # checkpoints hold trained weights only, in float32: decoding rebuilds the LLM
+        # from the spec (float32), whatever the LLM trained in
+        save = os.path.join(exp, system, "save")
+        newest = sorted(d for d in os.listdir(save) if d.startswith("CKPT"))[-1]
+        state = torch.load(os.path.join(save, newest, "model.ckpt"), weights_only=True)
+        assert any("lora" in key for key in state)
+        assert {value.dtype for value in state.values()
+                if torch.is_tensor(value) and value.is_floating_point()} == {torch.float32}
 
 
 def test_second_run_skips_every_stage(tiny_run):
