@@ -78,9 +78,9 @@ def run_batch_script(tmp_path, send, restart_count=0):
                SLURM_RESTART_COUNT=str(restart_count))
     process = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env)
-    line = ""
-    while "trainer: running" not in line:  # the header, then the trainer is up
-        new = process.stdout.readline()
+    line, new = "", ""
+    while new.strip() != "trainer: running":  # the header (which echoes the trainer's
+        new = process.stdout.readline()       # source), then the trainer's own line
         assert new, line
         line += new
     time.sleep(0.2)
@@ -136,7 +136,9 @@ def test_local_launcher_passes_sigterm_on_and_waits_for_the_job(tmp_path):
                                 str(log), sys.executable, "-c", TRAINER],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
-    while "trainer: running" not in (log.read_text() if log.exists() else ""):
+    # the trainer's own output line: the log's header echoes the trainer's source, which
+    # holds the same words (waiting for those raced the trainer's start under load)
+    while "trainer: running" not in (log.read_text().splitlines() if log.exists() else []):
         assert time.time() < deadline and process.poll() is None, process.stdout.read()
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
