@@ -74,6 +74,17 @@ def audio_batch():
 RECIPE = os.path.join(REPO, "egs", "synthetic")
 
 
+def load_train_module():
+    """recipes/train.py as a module (its helpers, without running it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mowe_recipe_train",
+                                                  os.path.join(REPO, "recipes", "train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_recipe(*args, **env_vars):
     """Run egs/synthetic/run.sh with this interpreter (``env_vars`` added to its
     environment); return its stdout."""

@@ -2,28 +2,16 @@
 epoch, the budget kept, the same batches for a seed and epoch, and a run resumed
 mid-epoch continuing with the epoch's remaining batches."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import speechbrain as sb
 import torch
 from speechbrain.dataio.dataloader import SaveableDataLoader
 from speechbrain.dataio.dataset import DynamicItemDataset
+from conftest import load_train_module
 
 from mowe.data.batching import (BucketBatchSampler, bucket_keys, duration_batch_sampler,
                                 llm_token_counts, padded_share)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("mowe_recipe_train",
-                                                  os.path.join(ROOT, "recipes", "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def corpus(count=103, seed=0):

@@ -2,25 +2,12 @@
 ``train_llm_dtype``): bfloat16 only where the device multiplies it natively, LoRA kept in
 float32, the same loss and gradients within bf16's precision, bad values refused."""
 
-import importlib.util
-import os
-
 import pytest
 import torch
-from conftest import load_spec
+from conftest import load_spec, load_train_module
 
 from mowe.precision import (cast_frozen_parameters, cpu_flags, native_bf16_reason,
                             training_llm_dtype)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_train_module():
-    spec = importlib.util.spec_from_file_location("mowe_recipe_train_precision",
-                                                  os.path.join(ROOT, "recipes", "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cpu_flags_come_from_cpuinfo_on_x86_and_arm(tmp_path):
