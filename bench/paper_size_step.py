@@ -7,8 +7,11 @@ adapter to 100 audio tokens, Llama-3-8B with LoRA on q/v, LLM weights in bf16), 
 from that very spec with model folders that hold the real architectures' configs and
 random weights (timing does not depend on the weights). One optimizer step per timed
 repetition, under bf16 autocast, SDPA attention (transformers' default; flash or
-memory-efficient kernels where the GPU has them); ``--compile`` also times the step with
-every LLM decoder layer ``torch.compile``d and reports the faster of the two.
+memory-efficient kernels where the GPU has them), the spec's optimizer (fused AdamW);
+``--compile`` also times the step with every LLM decoder layer ``torch.compile``d, then
+with the base encoder's layers compiled as well, and reports the fastest.
+``--profile FILE`` writes the CUDA kernels that took the most time in two steps of the
+fastest configuration (torch.profiler).
 
 Figures (``name=value`` pairs on the last line):
   paper_step_s              median time of one optimizer step (batch ``--batch``)
@@ -37,6 +40,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -93,7 +97,10 @@ def parse_args(argv=None):
                         help="clips per step (the paper spec's per-process batch_size)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps")
     parser.add_argument("--compile", action="store_true",
-                        help="also time the step with the LLM's decoder layers compiled")
+                        help="also time the step with the LLM's decoder layers compiled, "
+                             "then with the base encoder's layers compiled too")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="write the top CUDA kernels of two profiled steps to FILE")
     parser.add_argument("--workdir", default=None,
                         help="where the config-only model folders go (default: a temp dir)")
     return parser.parse_args(argv)
@@ -186,7 +193,7 @@ def paper_model(folders, workdir, device):
     path = os.path.join(ROOT, "recipes", "conf", "paper", "train.yaml")
     with random_weights(device), open(path, encoding="utf-8") as handle:
         hparams = load_hyperpyyaml(handle, overrides)
-    return hparams["model"].to(device).train(), hparams["lr"], hparams["mowe_loss_weight"]
+    return hparams["model"].to(device).train(), hparams["opt_class"], hparams["mowe_loss_weight"]
 
 
 def compile_llm_layers(model):
@@ -196,6 +203,32 @@ def compile_llm_layers(model):
     for layer in layers:
         layer.compile()
     return len(layers)
+
+
+def compile_base_encoder_layers(model):
+    """``torch.compile`` each layer of the base (Whisper) encoder in place; the weak
+    encoders stay eager (their batch changes with the routing every step)."""
+    layers = model.base_encoder.lobe.model.encoder.layers
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
+def write_profile(step, path, device):
+    """Profile two steps; write the kernels that took the most device time to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(2):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(prof.key_averages().table(sort_by=sort_by, row_limit=40,
+                                               max_name_column_width=90))
 
 
 def measure(args):
@@ -208,8 +241,9 @@ def measure(args):
     workdir = args.workdir or tempfile.mkdtemp(prefix="mowe_paper_bench_")
     torch.manual_seed(0)
     folders = model_folders(args.scale, workdir)
-    model, lr, routing_weight = paper_model(folders, workdir, device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model, opt_class, routing_weight = paper_model(folders, workdir, device)
+    # the recipe's optimizer (fused AdamW where the device has it)
+    optimizer = opt_class([p for p in model.parameters() if p.requires_grad])
     generator = torch.Generator().manual_seed(0)
     wav = (torch.randn(args.batch, 10 * 16000, generator=generator) * 0.1).to(device)
     batch = (wav, torch.ones(args.batch, device=device), [INSTRUCTION] * args.batch,
@@ -225,9 +259,19 @@ def measure(args):
         optimizer.step()
         return loss
 
-    def timed_steps():
+    peak = datasheet_peak(device)
+
+    def timed_steps(label):
+        started = time.perf_counter()
         step()  # warm-up (and compilation, when compiled)
-        return statistics.median(timed(step, device)[0] for _ in range(args.repeats))
+        times = [timed(step, device)[0] for _ in range(args.repeats)]
+        median = statistics.median(times)
+        # progress: a figure is on the log even if a later part is cut off
+        print(f"{label}: warm-up {time.perf_counter() - started - sum(times):.1f} s, "
+              f"steps {' '.join(f'{t:.3f}' for t in times)} s, median {median:.3f} s, "
+              f"{flops / median / 1e12:.0f} TFLOP/s"
+              + (f", MFU {flops / median / peak:.3f}" if peak else ""), flush=True)
+        return median
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -235,21 +279,26 @@ def measure(args):
     with counter:
         step()
     flops = counter.get_total_flops()
+    print(f"model built and one step counted: {flops / 1e12:.1f} TFLOP a step", flush=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    figures = {"paper_step_s": timed_steps()}
+    figures = {"paper_step_s": timed_steps("eager")}
     if args.compile:
         compile_llm_layers(model)
         figures["paper_step_s_eager"] = figures["paper_step_s"]
-        figures["paper_step_s_compiled"] = timed_steps()
+        figures["paper_step_s_compiled_llm"] = timed_steps("LLM layers compiled")
+        compile_base_encoder_layers(model)
+        figures["paper_step_s_compiled"] = timed_steps("LLM and base encoder layers compiled")
         figures["paper_step_s"] = min(figures["paper_step_s_eager"],
+                                      figures["paper_step_s_compiled_llm"],
                                       figures["paper_step_s_compiled"])
+    if args.profile:
+        write_profile(step, args.profile, device)
     achieved = flops / figures["paper_step_s"]
     figures["paper_step_tflops"] = flops / 1e12
     size = 8192 if device.type == "cuda" else 1024
     figures["paper_step_over_gemm_peak"] = achieved / gemm_flops_per_s(size, device,
                                                                        torch.bfloat16)
-    peak = datasheet_peak(device)
     if peak:
         figures["paper_mfu"] = achieved / peak
     if device.type == "cuda":

@@ -68,7 +68,8 @@ def test_paper_size_step_builds_the_paper_spec_on_the_scale_it_is_given(tmp_path
     import torch
 
     folders = paper_size_step.model_folders("tiny", str(tmp_path / "models"))
-    model, lr, _ = paper_size_step.paper_model(folders, str(tmp_path), torch.device("cpu"))
+    model, opt_class, _ = paper_size_step.paper_model(folders, str(tmp_path),
+                                                      torch.device("cpu"))
     tiny = paper_size_step.SCALES["tiny"]
     llm_config = model.llm.model.get_base_model().config
     assert llm_config.hidden_size == tiny["llm"]["hidden_size"]
@@ -76,7 +77,11 @@ def test_paper_size_step_builds_the_paper_spec_on_the_scale_it_is_given(tmp_path
     assert model.base_encoder.output_dim == tiny["base"]["d_model"]
     assert model.base_encoder.encoder.config.num_mel_bins == 128  # Whisper-large-v3's
     assert [e.output_dim for e in model.mixture.encoders] == [tiny["weak"]["d_model"]] * 4
-    assert model.adapter.num_tokens == 100 and lr == 5e-5  # the paper spec's
+    assert model.adapter.num_tokens == 100  # the paper spec's
+    # the step is timed with the spec's optimizer: fused AdamW at the paper's lr
+    optimizer = opt_class([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["lr"] == 5e-5 and optimizer.defaults["fused"]
     # the paper-scale table is the real architectures'
     paper = paper_size_step.SCALES["paper"]
     assert paper["llm"]["hidden_size"] == 4096 and paper["base"]["d_model"] == 1280
