@@ -27,9 +27,16 @@ Figures (``name=value`` pairs on the last line):
                             Whisper-large-v3 encoder 0.64, 4 Whisper-tiny encoders 0.03)
   paper_llm_positions_per_clip   LLM positions of one clip (100 audio tokens + prompt
                             + answer)
+  paper_ops_per_step        ATen operations a step dispatches, views left out (each
+                            one is a kernel launch or a host-side op: in eager mode the
+                            host's cost per op bounds the step from below)
+  paper_host_syncs_per_step operations of a step that make the host wait for the device
+                            (.item(), int() of a device tensor, nonzero)
 
 ``--scale tiny --device cpu`` shrinks every part (same code path, same spec) so that the
-script can be checked without a GPU; its numbers mean nothing.
+script can be checked without a GPU; its numbers mean nothing. ``--scale deep_tiny`` keeps
+the paper's layer counts at tiny widths: its ``paper_ops_per_step`` and
+``paper_host_syncs_per_step`` are the paper-size step's, counted on a CPU.
 """
 
 import argparse
@@ -63,6 +70,16 @@ SCALES = {
                     num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
                     rope_theta=500000.0, max_position_embeddings=8192),
     },
+    # the paper's depths (layer counts) at tiny widths: a CPU counts the operations a
+    # paper-size step dispatches (paper_ops_per_step) without the paper's memory
+    "deep_tiny": {
+        "base": dict(d_model=64, layers=32, heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                     num_mel_bins=128),
+        "weak": dict(d_model=32, layers=4, heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                     num_mel_bins=80),
+        "llm": dict(hidden_size=64, num_hidden_layers=32, num_attention_heads=4,
+                    num_key_value_heads=2, intermediate_size=128, vocab_size=512),
+    },
     "tiny": {
         "base": dict(d_model=64, layers=2, heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
                      num_mel_bins=128),
@@ -90,8 +107,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), default="paper",
-                        help="paper: the real sizes (needs a GPU with ~40 GiB); tiny: a "
-                             "smoke test of the script")
+                        help="paper: the real sizes (needs a GPU with ~60 GiB); tiny: a "
+                             "smoke test of the script; deep_tiny: the paper's layer counts "
+                             "at tiny widths (operation counts on a CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=8,
                         help="clips per step (the paper spec's per-process batch_size)")
@@ -231,6 +249,35 @@ def write_profile(step, path, device):
                                                max_name_column_width=90))
 
 
+class OperationCounter:
+    """Counts the ATen operations run under it (views left out) and those that make the
+    host wait for the device; a ``TorchDispatchMode`` (written by hand: torch has a
+    FLOP counter but no operation counter)."""
+
+    SYNCING = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal"}
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if not func.is_view:
+                    counter.operations += 1
+                    counter.syncs += func.overloadpacket.__name__ in counter.SYNCING
+                return func(*args, **(kwargs or {}))
+
+        self.operations, self.syncs, self.mode = 0, 0, _Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
 def measure(args):
     """Build the model, time ``args.repeats`` steps; return the figures (a dict)."""
     logging.disable(logging.WARNING)
@@ -276,10 +323,12 @@ def measure(args):
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, OperationCounter() as operations:
         step()
     flops = counter.get_total_flops()
-    print(f"model built and one step counted: {flops / 1e12:.1f} TFLOP a step", flush=True)
+    print(f"model built and one step counted: {flops / 1e12:.1f} TFLOP, "
+          f"{operations.operations} operations ({operations.syncs} waiting for the device) "
+          "a step", flush=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     figures = {"paper_step_s": timed_steps("eager")}
@@ -307,6 +356,8 @@ def measure(args):
     figures["paper_params_billion"] = sum(p.numel() for p in model.parameters()
                                           if p.device.type == device.type) / 1e9
     prefix, suffix = model.prompt_ids(INSTRUCTION)
+    figures["paper_ops_per_step"] = operations.operations
+    figures["paper_host_syncs_per_step"] = operations.syncs
     figures["paper_llm_positions_per_clip"] = (len(prefix) + len(suffix)
                                                + len(model.answer_ids(ANSWER))
                                                + model.adapter.num_tokens)

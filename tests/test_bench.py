@@ -95,6 +95,25 @@ def test_paper_size_step_builds_the_paper_spec_on_the_scale_it_is_given(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     pairs = dict(p.split("=", 1) for p in result.stdout.strip().splitlines()[-1].split())
     for key in ("paper_step_s", "paper_step_tflops", "paper_step_over_gemm_peak",
-                "paper_params_billion", "paper_llm_positions_per_clip"):
+                "paper_params_billion", "paper_llm_positions_per_clip", "paper_ops_per_step",
+                "paper_host_syncs_per_step"):
         assert float(pairs[key]) > 0, (key, pairs)
     assert "paper_mfu" not in pairs  # no data-sheet peak for a CPU
+
+
+def test_the_operation_counter_counts_kernels_and_host_waits_but_not_views():
+    """paper_ops_per_step / paper_host_syncs_per_step: views are free, int() of a tensor
+    and nonzero make the host wait for the device."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    try:
+        import paper_size_step
+    finally:
+        sys.path.pop(0)
+    import torch
+
+    with paper_size_step.OperationCounter() as counter:
+        a = torch.ones(4)             # 1 (a factory)
+        b = (a + 1).view(2, 2).t()    # add: 1; view, t: views
+        int(b.sum())                  # sum: 1; int(): 1, a wait
+        torch.nonzero(a)              # 1, a wait
+    assert (counter.operations, counter.syncs) == (5, 2)
