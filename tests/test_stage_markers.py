@@ -240,3 +240,36 @@ def test_system_jobs_must_be_auto_or_a_positive_number(tmp_path):
         error, calls = run("--system_jobs", value, expect=2)
         assert f"--system_jobs takes auto or a whole number >= 1, not '{value}'" in error
         assert calls == []
+
+
+def test_sweep_passes_training_and_decoding_options_to_every_pair(tmp_path):
+    """sweep.sh --train_args / --decode_args reach each (system, seed) pair's run.sh,
+    quotes kept (e.g. the study rerun in float32: --train_args "--train_llm_dtype=null")."""
+    recipe = tmp_path / "egs" / "synthetic"
+    recipe.mkdir(parents=True)
+    shutil.copy(os.path.join(REPO, "egs", "synthetic", "sweep.sh"), recipe / "sweep.sh")
+    os.symlink(os.path.join(REPO, "tools"), tmp_path / "tools")
+    calls = tmp_path / "calls.txt"
+    (recipe / "run.sh").write_text(  # records its arguments, one per line, per call
+        '#!/usr/bin/env bash\n{ printf "%s\\n" "$@"; echo ---; } >> "$CALLS"\n')
+    (recipe / "run.sh").chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(recipe / "sweep.sh"), "--seeds", "1 2", "--systems", "baseline mowe",
+         "--stage", "3", "--stop_stage", "5",
+         "--train_args", "--train_llm_dtype=null --spec={routers: [dep]}",
+         "--decode_args", "--max_new_tokens=8"],
+        env=dict(os.environ, CALLS=str(calls)), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pairs = [call.strip("\n").split("\n") for call in calls.read_text().split("---\n") if call]
+    assert len(pairs) == 4
+    for args in pairs:
+        assert args[args.index("--train_args") + 1] == \
+            "--train_llm_dtype=null --spec={routers: [dep]}"
+        assert args[args.index("--decode_args") + 1] == "--max_new_tokens=8"
+    # without them, run.sh gets neither option
+    calls.write_text("")
+    subprocess.run(["bash", str(recipe / "sweep.sh"), "--seeds", "1", "--systems", "baseline",
+                    "--stage", "3", "--stop_stage", "5"],
+                   env=dict(os.environ, CALLS=str(calls)), check=True, capture_output=True,
+                   timeout=60)
+    assert "--train_args" not in calls.read_text() and calls.read_text()

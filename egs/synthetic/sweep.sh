@@ -4,6 +4,10 @@
 #   ./sweep.sh [--seeds "1 2 3"] [--systems "baseline mowe ..."] [--size study]
 #              [--seed N] [--tag NAME] [--cmd local|slurm] [--jobs N] [--nj N] [--ngpu N]
 #              [--epochs N] [--reference baseline] [--stage N] [--stop_stage M]
+#              [--train_args "--train_llm_dtype=null ..."] [--decode_args "..."]
+# --train_args / --decode_args reach every pair's run.sh (training and decoding of every
+#   system and seed; e.g. "--train_llm_dtype=null" reruns the study's float32 training).
+#   They change results: give such a sweep its own --tag.
 # 1. run.sh stages 0-2 once: provision the models, synthesize the corpus (--seed), validate.
 # 2. every (system, seed) pair: run.sh stages 3-5 (train, decode, score) with
 #    --train_seed SEED in exp/TAG/seedSEED/SYSTEM; each is one $train_cmd and one
@@ -20,9 +24,10 @@ tools_dir=$(cd ../../tools && pwd)
 
 seeds="1 2 3" size=study seed=1234 tag="" cmd=local jobs=1 nj=1 ngpu=0 epochs=""
 systems="baseline baseline_ft mowe mowe_pretrained_pool mowe_indep mowe_dep mowe_dep_dep"
-reference=baseline stage=0 stop_stage=6
+reference=baseline stage=0 stop_stage=6 train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
-_options="seeds systems size seed tag cmd jobs nj ngpu epochs reference stage stop_stage python"
+_options="seeds systems size seed tag cmd jobs nj ngpu epochs reference stage stop_stage python
+          train_args decode_args"
 . "$tools_dir/parse_options.sh"
 for value in $seeds; do
   case "$value" in *[!0-9]*) echo "$0: --seeds takes whole numbers, not '$value'" >&2; exit 2 ;; esac
@@ -36,6 +41,9 @@ tag=${tag:-sweep_${size}_seed${seed}}
 log() { echo "[$(date '+%F %T')] $*"; }
 common=(--size "$size" --seed "$seed" --cmd "$cmd" --nj "$nj" --ngpu "$ngpu" --python "$python")
 [ -n "$epochs" ] && common+=(--epochs "$epochs")
+pair_args=()  # training and decoding options: the pairs' run.sh only (not stages 0-2)
+[ -n "$train_args" ] && pair_args+=(--train_args "$train_args")
+[ -n "$decode_args" ] && pair_args+=(--decode_args "$decode_args")
 
 # 1. models and corpus, once (every seed trains on the same clean data folder)
 if [ "$stage" -le 2 ]; then
@@ -61,7 +69,7 @@ if [ "$stop_stage" -ge 3 ]; then
         running=$((running - 1))
       fi
       log "sweep: $system, seed $train_seed (log: exp/$tag/seed$train_seed.$system.log)"
-      ./run.sh "${common[@]}" --systems "$system" --train_seed "$train_seed" \
+      ./run.sh "${common[@]}" "${pair_args[@]}" --systems "$system" --train_seed "$train_seed" \
         --tag "$tag/seed$train_seed" --stage "$first" --stop_stage "$last" \
         > "exp/$tag/seed$train_seed.$system.log" 2>&1 &
       running=$((running + 1))
