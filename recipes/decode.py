@@ -167,6 +167,12 @@ def decode(argv):
     _, run_opts, _, hparams = load_recipe_hparams(argv)
     generate_kwargs.setdefault("max_new_tokens", hparams["max_new_tokens"])
     device = getattr(run_opts, "device", None) or "cpu"
+    precision = run_opts.get("precision")
+    if precision and precision != "fp32":
+        # the stage driver passes --precision=bf16 with a GPU (it is training's option);
+        # decoding keeps the spec's weights so that batched answers equal one-by-one ones
+        logger.info("decoding with the spec's weights, no autocast: --precision=%s applies "
+                    "to training only", precision)
     model = hparams["model"].to(device).eval()
     checkpoint = hparams["checkpointer"].recover_if_possible(min_key="loss")
     if checkpoint is None:

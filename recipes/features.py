@@ -113,6 +113,10 @@ def main(argv):
                         trim, hparams.get("tasks")) for key, manifest in splits]
     marker = shard_marker(cache, manifests, shard)
     device = getattr(run_opts, "device", None) or "cpu"
+    precision = run_opts.get("precision")
+    if precision and precision != "fp32":
+        logger.info("features in the encoder's own precision, no autocast: --precision=%s "
+                    "applies to training only", precision)
     start = time.time()
     try:
         counts = extract(model, cache, datasets, shard, batch_size=hparams.get("batch_size", 8),

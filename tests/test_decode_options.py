@@ -157,3 +157,32 @@ def test_audio_llm_generate_takes_the_decode_settings(tmp_path):
             answers[argv[0]] = model.generate(wav, lens, prompts, **kwargs)
     assert answers["--beam_size=1"] == greedy
     assert all(len(texts) == 2 for texts in answers.values())
+
+
+def test_decode_py_says_precision_is_trainings_and_answers_as_without_it(tiny_package,
+                                                                         tmp_path):
+    """The stage driver hands --precision=bf16 to decode.py with a GPU; decoding keeps the
+    spec's weights (batched answers equal one-by-one ones), says so, and answers exactly
+    as without the option."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    hyp_file = tmp_path / "hyps_bf16.jsonl"
+    command = [sys.executable, os.path.join(REPO, "recipes", "decode.py"),
+               os.path.join(REPO, "egs", "synthetic", "conf", "train.yaml"),
+               f"--output_folder={tiny_package['exp']}",
+               f"--data_folder={tiny_package['data']}",
+               f"--pretrained_dir={tiny_package['pretrained']}", "--batch_size=2",
+               "--max_new_tokens=6", "--seed=7", "--precision=bf16", f"--hyp_file={hyp_file}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                            cwd=str(tiny_package["root"]),
+                            env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--precision=bf16 applies to training only" in result.stderr
+    with open(hyp_file, encoding="utf-8") as handle:
+        answers = {row["id"]: row["hyp"] for row in map(json.loads, handle)}
+    assert answers == {row["id"]: row["hyp"] for row in tiny_package["hyps"]}

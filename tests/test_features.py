@@ -202,8 +202,11 @@ def test_entry_point_writes_features_or_says_why_not(tiny_pretrained, tmp_path, 
              if n.endswith(".pt")]
     assert len(clips) == 9
     assert "encoded 9 clips" in caplog.text
-    assert features_entry.main(list(args)) == 0
+    # the stage driver passes training's --precision=bf16 with a GPU: features stay in
+    # the encoder's own precision (the same cache), and the log says so
+    assert features_entry.main(list(args) + ["--precision=bf16"]) == 0
     assert "already done" in caplog.text
+    assert "--precision=bf16 applies to training only" in caplog.text
     caplog.clear()
     trainable = recipe_args(tiny_pretrained, data, tmp_path, "--spec={freeze_base_encoder: False}")
     assert features_entry.main(trainable) == 0
