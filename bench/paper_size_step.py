@@ -117,6 +117,11 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true",
                         help="also time the step with the LLM's decoder layers compiled, "
                              "then with the base encoder's layers compiled too")
+    parser.add_argument("--compile_mode", default="default",
+                        choices=["default", "reduce-overhead", "max-autotune",
+                                 "max-autotune-no-cudagraphs"],
+                        help="torch.compile's mode for --compile (reduce-overhead: CUDA "
+                             "graphs, which take the host's launch time off the step)")
     parser.add_argument("--profile", default=None, metavar="FILE",
                         help="write the top CUDA kernels of two profiled steps to FILE")
     parser.add_argument("--workdir", default=None,
@@ -214,21 +219,21 @@ def paper_model(folders, workdir, device):
     return hparams["model"].to(device).train(), hparams["opt_class"], hparams["mowe_loss_weight"]
 
 
-def compile_llm_layers(model):
+def compile_llm_layers(model, mode="default"):
     """``torch.compile`` each decoder layer of the LLM in place (layers share code, so
     they share compiled graphs); the encoders and the routing stay eager."""
     layers = model.llm.model.get_base_model().model.layers
     for layer in layers:
-        layer.compile()
+        layer.compile(mode=mode)
     return len(layers)
 
 
-def compile_base_encoder_layers(model):
+def compile_base_encoder_layers(model, mode="default"):
     """``torch.compile`` each layer of the base (Whisper) encoder in place; the weak
     encoders stay eager (their batch changes with the routing every step)."""
     layers = model.base_encoder.lobe.model.encoder.layers
     for layer in layers:
-        layer.compile()
+        layer.compile(mode=mode)
     return len(layers)
 
 
@@ -333,10 +338,10 @@ def measure(args):
         torch.cuda.reset_peak_memory_stats(device)
     figures = {"paper_step_s": timed_steps("eager")}
     if args.compile:
-        compile_llm_layers(model)
+        compile_llm_layers(model, args.compile_mode)
         figures["paper_step_s_eager"] = figures["paper_step_s"]
         figures["paper_step_s_compiled_llm"] = timed_steps("LLM layers compiled")
-        compile_base_encoder_layers(model)
+        compile_base_encoder_layers(model, args.compile_mode)
         figures["paper_step_s_compiled"] = timed_steps("LLM and base encoder layers compiled")
         figures["paper_step_s"] = min(figures["paper_step_s_eager"],
                                       figures["paper_step_s_compiled_llm"],
@@ -369,7 +374,7 @@ def main(argv=None):
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"paper-size step: scale {args.scale}, device {name}, batch {args.batch}, "
-          f"{args.repeats} timed steps, bf16 autocast{', compile' if args.compile else ''}",
+          f"{args.repeats} timed steps, bf16 autocast{', compile (' + args.compile_mode + ')' if args.compile else ''}",
           flush=True)
     figures = measure(args)
     for key, value in figures.items():

@@ -120,8 +120,14 @@ def parse_args(argv=None):
     parser.add_argument("--skip", default="",
                         help="comma list of parts to skip: gemm,padding,plain,mowe,decode,"
                              "systems,paper (paper: the paper-size GPU step, CUDA only)")
-    parser.add_argument("--paper_compile", action="store_true",
-                        help="paper-size GPU step: also time it with torch.compile")
+    parser.add_argument("--paper_compile", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="paper-size GPU step: also time it with its layers "
+                             "torch.compile'd (the faster is paper_mfu; about a minute of "
+                             "compilation on an H200)")
+    parser.add_argument("--paper_compile_mode", default="default",
+                        help="torch.compile's mode for the paper-size step (e.g. "
+                             "reduce-overhead: CUDA graphs)")
     parser.add_argument("--workdir", default=None, help="where to save random models")
     args = parser.parse_args(argv)
     if args.quick:
@@ -580,8 +586,9 @@ def run(args):
     if torch.cuda.is_available() and "paper" not in skip:
         import paper_size_step
 
-        paper_args = paper_size_step.parse_args(["--device", "cuda"]
-                                                + (["--compile"] if args.paper_compile else []))
+        paper_args = paper_size_step.parse_args(
+            ["--device", "cuda", "--compile_mode", args.paper_compile_mode]
+            + (["--compile"] if args.paper_compile else []))
         paper_args.workdir = os.path.join(workdir, "paper_size")
         figures.single.update(paper_size_step.measure(paper_args))
     if flops.get("recipe"):

@@ -54,6 +54,15 @@ def test_bench_help():
     result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run_all.py"),
                              "--help"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "batched_over_sequential_decode" in result.stdout
+    # where CUDA is present, make bench times the paper-size step compiled as well
+    assert "--no-paper_compile" in result.stdout and "--paper_compile_mode" in result.stdout
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    try:
+        import run_all
+    finally:
+        sys.path.pop(0)
+    assert run_all.parse_args([]).paper_compile
+    assert not run_all.parse_args(["--no-paper_compile"]).paper_compile
 
 
 def test_paper_size_step_builds_the_paper_spec_on_the_scale_it_is_given(tmp_path):
@@ -90,15 +99,20 @@ def test_paper_size_step_builds_the_paper_spec_on_the_scale_it_is_given(tmp_path
                PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "paper_size_step.py"),
                              "--scale", "tiny", "--device", "cpu", "--batch", "2",
-                             "--repeats", "1", "--workdir", str(tmp_path / "cli")],
+                             "--repeats", "1", "--workdir", str(tmp_path / "cli"),
+                             "--compile", "--compile_mode", "reduce-overhead"],
                             capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     pairs = dict(p.split("=", 1) for p in result.stdout.strip().splitlines()[-1].split())
     for key in ("paper_step_s", "paper_step_tflops", "paper_step_over_gemm_peak",
                 "paper_params_billion", "paper_llm_positions_per_clip", "paper_ops_per_step",
-                "paper_host_syncs_per_step"):
+                "paper_host_syncs_per_step", "paper_step_s_eager",
+                "paper_step_s_compiled_llm", "paper_step_s_compiled"):
         assert float(pairs[key]) > 0, (key, pairs)
     assert "paper_mfu" not in pairs  # no data-sheet peak for a CPU
+    assert float(pairs["paper_step_s"]) == min(float(pairs[key]) for key in (
+        "paper_step_s_eager", "paper_step_s_compiled_llm", "paper_step_s_compiled"))
+    assert "compile (reduce-overhead)" in result.stdout.splitlines()[0]
 
 
 def test_the_operation_counter_counts_kernels_and_host_waits_but_not_views():
