@@ -70,16 +70,6 @@ SCALES = {
                     num_key_value_heads=8, intermediate_size=14336, vocab_size=128256,
                     rope_theta=500000.0, max_position_embeddings=8192),
     },
-    # the paper's depths (layer counts) at tiny widths: a CPU counts the operations a
-    # paper-size step dispatches (paper_ops_per_step) without the paper's memory
-    "deep_tiny": {
-        "base": dict(d_model=64, layers=32, heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                     num_mel_bins=128),
-        "weak": dict(d_model=32, layers=4, heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                     num_mel_bins=80),
-        "llm": dict(hidden_size=64, num_hidden_layers=32, num_attention_heads=4,
-                    num_key_value_heads=2, intermediate_size=128, vocab_size=512),
-    },
     "tiny": {
         "base": dict(d_model=64, layers=2, heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
                      num_mel_bins=128),
@@ -89,6 +79,16 @@ SCALES = {
                     num_key_value_heads=2, intermediate_size=128, vocab_size=512),
     },
 }
+
+# the paper's depths (layer counts) at tiny widths: a CPU counts the operations a
+# paper-size step dispatches (paper_ops_per_step) without the paper's memory
+SCALES["deep_tiny"] = {
+    "base": dict(SCALES["tiny"]["base"], layers=SCALES["paper"]["base"]["layers"]),
+    "weak": dict(SCALES["tiny"]["weak"], layers=SCALES["paper"]["weak"]["layers"]),
+    "llm": dict(SCALES["tiny"]["llm"],
+                num_hidden_layers=SCALES["paper"]["llm"]["num_hidden_layers"]),
+}
+COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 # Dense bf16 tensor-core peak FLOP/s from the vendors' data sheets (no sparsity).
 DATASHEET_BF16_PEAK = {
@@ -118,8 +118,7 @@ def parse_args(argv=None):
                         help="also time the step with the LLM's decoder layers compiled, "
                              "then with the base encoder's layers compiled too")
     parser.add_argument("--compile_mode", default="default",
-                        choices=["default", "reduce-overhead", "max-autotune",
-                                 "max-autotune-no-cudagraphs"],
+                        choices=COMPILE_MODES,
                         help="torch.compile's mode for --compile (reduce-overhead: CUDA "
                              "graphs, which take the host's launch time off the step)")
     parser.add_argument("--profile", default=None, metavar="FILE",
@@ -219,22 +218,23 @@ def paper_model(folders, workdir, device):
     return hparams["model"].to(device).train(), hparams["opt_class"], hparams["mowe_loss_weight"]
 
 
-def compile_llm_layers(model, mode="default"):
-    """``torch.compile`` each decoder layer of the LLM in place (layers share code, so
-    they share compiled graphs); the encoders and the routing stay eager."""
-    layers = model.llm.model.get_base_model().model.layers
+def compile_layers(layers, mode="default"):
+    """``torch.compile`` each layer in place (layers share code, so they share compiled
+    graphs)."""
     for layer in layers:
         layer.compile(mode=mode)
     return len(layers)
 
 
-def compile_base_encoder_layers(model, mode="default"):
-    """``torch.compile`` each layer of the base (Whisper) encoder in place; the weak
-    encoders stay eager (their batch changes with the routing every step)."""
-    layers = model.base_encoder.lobe.model.encoder.layers
-    for layer in layers:
-        layer.compile(mode=mode)
-    return len(layers)
+def llm_layers(model):
+    """The LLM's decoder layers."""
+    return model.llm.model.get_base_model().model.layers
+
+
+def base_encoder_layers(model):
+    """The base (Whisper) encoder's layers; the weak encoders stay eager (their batch
+    changes with the routing every step)."""
+    return model.base_encoder.lobe.model.encoder.layers
 
 
 def write_profile(step, path, device):
@@ -338,10 +338,10 @@ def measure(args):
         torch.cuda.reset_peak_memory_stats(device)
     figures = {"paper_step_s": timed_steps("eager")}
     if args.compile:
-        compile_llm_layers(model, args.compile_mode)
+        compile_layers(llm_layers(model), args.compile_mode)
         figures["paper_step_s_eager"] = figures["paper_step_s"]
         figures["paper_step_s_compiled_llm"] = timed_steps("LLM layers compiled")
-        compile_base_encoder_layers(model, args.compile_mode)
+        compile_layers(base_encoder_layers(model), args.compile_mode)
         figures["paper_step_s_compiled"] = timed_steps("LLM and base encoder layers compiled")
         figures["paper_step_s"] = min(figures["paper_step_s_eager"],
                                       figures["paper_step_s_compiled_llm"],
@@ -373,9 +373,9 @@ def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    compiled = f", compile ({args.compile_mode})" if args.compile else ""
     print(f"paper-size step: scale {args.scale}, device {name}, batch {args.batch}, "
-          f"{args.repeats} timed steps, bf16 autocast{', compile (' + args.compile_mode + ')' if args.compile else ''}",
-          flush=True)
+          f"{args.repeats} timed steps, bf16 autocast{compiled}", flush=True)
     figures = measure(args)
     for key, value in figures.items():
         print(f"{key:32s} {value:10.4f}")

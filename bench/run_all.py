@@ -125,7 +125,10 @@ def parse_args(argv=None):
                         help="paper-size GPU step: also time it with its layers "
                              "torch.compile'd (the faster is paper_mfu; about a minute of "
                              "compilation on an H200)")
+    import paper_size_step  # (here: it imports this module)
+
     parser.add_argument("--paper_compile_mode", default="default",
+                        choices=paper_size_step.COMPILE_MODES,
                         help="torch.compile's mode for the paper-size step (e.g. "
                              "reduce-overhead: CUDA graphs)")
     parser.add_argument("--workdir", default=None, help="where to save random models")

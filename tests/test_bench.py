@@ -63,6 +63,11 @@ def test_bench_help():
         sys.path.pop(0)
     assert run_all.parse_args([]).paper_compile
     assert not run_all.parse_args(["--no-paper_compile"]).paper_compile
+    # a bad mode is refused before any part runs (not on the GPU part at the end)
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run_all.py"),
+                          "--paper_compile_mode", "fastest"], capture_output=True, text=True,
+                         cwd=REPO)
+    assert bad.returncode == 2 and "invalid choice: 'fastest'" in bad.stderr
 
 
 def test_paper_size_step_builds_the_paper_spec_on_the_scale_it_is_given(tmp_path):
