@@ -42,6 +42,8 @@ import speechbrain as sb
 import torch
 
 from mowe.data.collate import SkipUnreadableClips
+from mowe.param_groups import (ParamGroupError, add_group_warmups, build_param_groups,
+                               log_param_groups)
 from mowe.resume import (EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag, RandomStates,
                          TrainingStatistics, truncate_loss_trace)
 from mowe.stats import ExpertUsage, LossPartsTracker, RoutingStatistics
@@ -232,13 +234,32 @@ class MoWEBrain(sb.Brain):
         super()._save_intra_epoch_ckpt()
 
     def init_optimizers(self):
-        """Parent's optimizer creation, plus an optional per-step LR scheduler."""
-        super().init_optimizers()
+        """Parent's optimizer creation, plus an optional per-step LR scheduler.
+
+        With ``param_groups`` in the hparams (:mod:`mowe.param_groups`) the optimizer gets
+        one parameter group per listed set of modules, each at its own rate (and
+        warm-up), logged here; without it, the parent's single group."""
+        spec = getattr(self.hparams, "param_groups", None)
+        warmups = []
+        if spec and self.opt_class is not None:
+            groups, table = build_param_groups(self.audio_llm, spec)
+            warmups = [group.pop("warmup_steps") for group in groups]
+            self.optimizer = self.opt_class(groups)
+            self.optimizers_dict = {"opt_class": self.optimizer}
+            if self.checkpointer is not None:
+                self.checkpointer.add_recoverable("optimizer", self.optimizer)
+            if sb.utils.distributed.if_main_process():
+                log_param_groups(table, self.optimizer.defaults.get("lr"))
+        else:
+            super().init_optimizers()
         factory = getattr(self.hparams, "lr_scheduler", None)
         if factory is not None and getattr(self, "optimizer", None) is not None:
-            self.lr_scheduler = factory(self.optimizer)
+            self.lr_scheduler = add_group_warmups(factory(self.optimizer), warmups)
             if self.checkpointer is not None:
                 self.checkpointer.add_recoverable("lr_scheduler", self.lr_scheduler)
+        elif any(warmups):
+            raise ParamGroupError("param_groups set warmup_steps but the recipe has no "
+                                  "lr_scheduler to apply them to")
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Advance the LR schedule after each optimizer step; trace the step's loss (the

@@ -165,13 +165,17 @@ class MixtureOfWeakEncoders(nn.Module):
         process's (``"local"``).
     loss_reduction : str
         ``"half_sum"`` (Eq. 6's 1/2 for any router set) or ``"mean"`` over routers.
+    selected_weight : str
+        Mix the selected encoder's features at its probability (``"probability"``, the
+        paper) or at 1, straight-through (``"one"``).
         See :mod:`mowe.routing` for what each option does.
     """
 
     def __init__(self, encoders, base_dim, routers=("indep", "dep"), weak_dim=None,
                  feature_alignment="interpolate", dispatch="sparse", indep_prior=None,
                  dep_smoothing=0.1, smoothing_epsilon=None, routing_entropy_on="weights",
-                 diversity_batch="global", loss_reduction="half_sum"):
+                 diversity_batch="global", loss_reduction="half_sum",
+                 selected_weight="probability"):
         super().__init__()
         pool = [encoder() if not isinstance(encoder, nn.Module) else encoder
                 for encoder in encoders]
@@ -193,7 +197,8 @@ class MixtureOfWeakEncoders(nn.Module):
         self.router_kinds = list(routers)
         self.routers = nn.ModuleList(
             build_router(kind, base_dim, len(pool), indep_prior, dep_smoothing,
-                         smoothing_epsilon, routing_entropy_on, diversity_batch)
+                         smoothing_epsilon, routing_entropy_on, diversity_batch,
+                         selected_weight)
             for kind in self.router_kinds
         )
         self.dispatch = dispatch
@@ -231,7 +236,7 @@ class MixtureOfWeakEncoders(nn.Module):
         MoWEOutput
         """
         decisions = [router(z_base, base_lens) for router in self.routers]
-        weights = torch.stack([d.weights for d in decisions], dim=1)  # [B, R, M]
+        weights = torch.stack([d.mixing for d in decisions], dim=1)  # [B, R, M]
         selected = torch.stack([d.selected for d in decisions], dim=1)  # [B, R]
         if self.dispatch == "dense":
             samples_per_encoder = {k: torch.arange(wav.shape[0], device=wav.device)

@@ -24,6 +24,13 @@ Choices the equations leave open, as options (defaults: the paper, literally):
   8 clips give the paper's batch of 32; ``"local"`` over one process's micro-batch.
   Gradient accumulation splits the batch into micro-batches, and ``rbar`` is then the
   mean over each micro-batch (of all processes), not over the accumulated batch.
+* ``selected_weight``: KeepTop1 keeps the selected encoder's probability ``p`` as its
+  mixing weight (``"probability"``, the paper), so its features enter scaled by ``p``
+  (about 0.3-0.75 with 4 encoders) and the scale moves as the router learns.
+  ``"one"`` mixes the selected encoder's features at weight 1 in the forward pass and
+  passes the gradient to ``p`` as if the weight were ``p`` (straight-through), so the
+  router still learns from the next-token loss; the routing losses are computed on the
+  paper's weights either way. Not the paper's: an option for the diagnosis.
 * ``reduction`` of :func:`mowe_loss`: ``"half_sum"`` (Eq. 6's 1/2 for any router set,
   so a single router's loss is halved) or ``"mean"`` (the mean over the routers: equal
   to Eq. 6 for two routers, the full loss for one).
@@ -61,6 +68,9 @@ class RoutingDecision:
         Scalar routing loss of this router (Eq. 7, or Eq. 8 + Eq. 9).
     loss_parts : dict
         Named scalar parts of ``loss`` for logging.
+    mixing : torch.Tensor, optional
+        ``[B, M]`` the weights the features are mixed with: ``weights``, or 1 on the
+        selected encoder (straight-through) with ``selected_weight="one"``.
     """
 
     probs: torch.Tensor
@@ -68,6 +78,11 @@ class RoutingDecision:
     selected: torch.Tensor
     loss: torch.Tensor
     loss_parts: dict
+    mixing: torch.Tensor = None
+
+    def __post_init__(self):
+        if self.mixing is None:
+            self.mixing = self.weights
 
 
 def keep_top1(probs):
@@ -197,6 +212,7 @@ def diversity_loss(weights, gather=False):
 
 
 ENTROPY_ON = ("weights", "probs")
+SELECTED_WEIGHTS = ("probability", "one")
 DIVERSITY_BATCH = ("global", "local")
 
 
@@ -206,8 +222,12 @@ class _Router(nn.Module):
     kind = None
 
     def __init__(self, num_encoders, smoothing=0.0, smoothing_epsilon=None,
-                 entropy_on="weights"):
+                 entropy_on="weights", selected_weight="probability"):
         super().__init__()
+        if selected_weight not in SELECTED_WEIGHTS:
+            raise ValueError(f"routing selected_weight must be one of {SELECTED_WEIGHTS}, "
+                             f"got {selected_weight!r}")
+        self.selected_weight = selected_weight
         if num_encoders < 1:
             raise ValueError(f"a router needs at least one encoder, got {num_encoders}")
         if entropy_on not in ENTROPY_ON:
@@ -224,11 +244,20 @@ class _Router(nn.Module):
         return entropy(weights if self.entropy_on == "weights" else probs)
 
     def _decide(self, logits):
+        """``(probs, weights, mixing, selected)``: ``weights`` are the paper's (KeepTop1,
+        smoothed in training; the routing losses use them), ``mixing`` the weights the
+        features are mixed with (the same, or 1 on the selected encoder straight-through
+        with ``selected_weight="one"``)."""
         probs = torch.softmax(logits.float(), dim=-1)
         weights = keep_top1(probs)
+        mixing = weights
+        if self.selected_weight == "one":
+            mask = (weights > 0).to(weights.dtype)
+            mixing = weights + (mask - weights).detach()  # value 1, gradient of p
         if self.training and self.smoothing > 0:
             weights = smooth(weights, self.smoothing, self.smoothing_epsilon)
-        return probs, weights, probs.argmax(dim=-1)
+            mixing = smooth(mixing, self.smoothing, self.smoothing_epsilon)
+        return probs, weights, mixing, probs.argmax(dim=-1)
 
 
 class IndependentRouter(_Router):
@@ -258,8 +287,9 @@ class IndependentRouter(_Router):
     kind = "indep"
 
     def __init__(self, num_encoders, prior=None, smoothing=0.0, smoothing_epsilon=None,
-                 entropy_on="weights"):
-        super().__init__(num_encoders, smoothing, smoothing_epsilon, entropy_on)
+                 entropy_on="weights", selected_weight="probability"):
+        super().__init__(num_encoders, smoothing, smoothing_epsilon, entropy_on,
+                         selected_weight)
         if prior is None:
             init = torch.randn(num_encoders)
         else:
@@ -274,7 +304,7 @@ class IndependentRouter(_Router):
     def forward(self, z_base, base_lens):
         """Route a batch; ``z_base`` only provides the batch size."""
         batch_size = z_base.shape[0]
-        probs, weights, selected = self._decide(self.w_indep.unsqueeze(0))
+        probs, weights, mixing, selected = self._decide(self.w_indep.unsqueeze(0))
         loss = self._entropy(probs[0], weights[0])
         return RoutingDecision(
             probs=probs.expand(batch_size, -1),
@@ -282,6 +312,7 @@ class IndependentRouter(_Router):
             selected=selected.expand(batch_size),
             loss=loss,
             loss_parts={"indep_ent": loss.detach()},
+            mixing=mixing.expand(batch_size, -1),
         )
 
 
@@ -308,8 +339,9 @@ class DependentRouter(_Router):
     kind = "dep"
 
     def __init__(self, base_dim, num_encoders, smoothing=0.1, smoothing_epsilon=None,
-                 entropy_on="weights", diversity_batch="global"):
-        super().__init__(num_encoders, smoothing, smoothing_epsilon, entropy_on)
+                 entropy_on="weights", diversity_batch="global", selected_weight="probability"):
+        super().__init__(num_encoders, smoothing, smoothing_epsilon, entropy_on,
+                         selected_weight)
         if diversity_batch not in DIVERSITY_BATCH:
             raise ValueError(f"diversity_batch must be one of {DIVERSITY_BATCH}, got "
                              f"{diversity_batch!r}")
@@ -321,7 +353,8 @@ class DependentRouter(_Router):
         frames = torch.arange(z_base.shape[1], device=z_base.device)
         mask = (frames.unsqueeze(0) < base_lens.unsqueeze(1)).to(z_base.dtype)
         mean = (z_base * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
-        probs, weights, selected = self._decide(self.w_dep(mean.to(self.w_dep.weight.dtype)))
+        probs, weights, mixing, selected = self._decide(
+            self.w_dep(mean.to(self.w_dep.weight.dtype)))
         ent = self._entropy(probs, weights).mean()
         # gathered in training only: evaluation and decoding may run unevenly per process
         div = diversity_loss(weights, gather=self.training and self.diversity_batch == "global")
@@ -331,19 +364,23 @@ class DependentRouter(_Router):
             selected=selected,
             loss=ent + div,
             loss_parts={"dep_ent": ent.detach(), "dep_div": div.detach()},
+            mixing=mixing,
         )
 
 
 def build_router(kind, base_dim, num_encoders, indep_prior=None, dep_smoothing=0.1,
-                 smoothing_epsilon=None, entropy_on="weights", diversity_batch="global"):
+                 smoothing_epsilon=None, entropy_on="weights", diversity_batch="global",
+                 selected_weight="probability"):
     """Make a router from its config name (``"indep"`` or ``"dep"``)."""
     if kind == "indep":
         return IndependentRouter(num_encoders, prior=indep_prior,
-                                 smoothing_epsilon=smoothing_epsilon, entropy_on=entropy_on)
+                                 smoothing_epsilon=smoothing_epsilon, entropy_on=entropy_on,
+                                 selected_weight=selected_weight)
     if kind == "dep":
         return DependentRouter(base_dim, num_encoders, smoothing=dep_smoothing,
                                smoothing_epsilon=smoothing_epsilon, entropy_on=entropy_on,
-                               diversity_batch=diversity_batch)
+                               diversity_batch=diversity_batch,
+                               selected_weight=selected_weight)
     raise ValueError(f"unknown router kind {kind!r}; expected one of {ROUTER_KINDS}")
 
 

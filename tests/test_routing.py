@@ -234,3 +234,35 @@ def test_ddp_diversity_equals_one_process_on_the_same_clips(tmp_path):
         value = torch.load(tmp_path / f"local_{rank}.pt", weights_only=True)["div"].item()
         expected = diversity_loss(router(own, torch.full((own.shape[0],), 5)).weights)
         assert value == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_selected_weight_one_mixes_at_one_and_still_trains_the_router():
+    """Straight-through: the forward value of the selected weight is 1 (eval, no
+    smoothing), the routing loss is the paper's, and the next-token gradient still
+    reaches the router through p."""
+    from mowe.encoders import SmallEncoder
+    from mowe.mixture import MixtureOfWeakEncoders
+
+    torch.manual_seed(0)
+    pool = [SmallEncoder(d_model=8, num_layers=1, num_heads=2, dropout=0.0) for _ in range(3)]
+    wav, lens = torch.randn(2, 8000), torch.ones(2)
+    z_base, base_lens = torch.randn(2, 10, 6), torch.tensor([10, 10])
+    outputs = {}
+    for mode in ("probability", "one"):
+        mixture = MixtureOfWeakEncoders(pool, base_dim=6, routers=["dep"],
+                                        selected_weight=mode).eval()
+        torch.manual_seed(1)
+        mixture.routers[0].w_dep.reset_parameters()
+        out = mixture(wav, lens, z_base, base_lens)
+        outputs[mode] = out
+        out.features.sum().backward()
+        assert mixture.routers[0].w_dep.weight.grad.abs().sum() > 0
+    probability, one = outputs["probability"], outputs["one"]
+    assert torch.equal(probability.selected, one.selected)
+    p = probability.weights.max(dim=-1).values  # [B, 1]: the selected probabilities
+    p = p[:, :, None]  # [B, 1, 1] over frames and features (one router)
+    assert torch.all(p < 1)
+    torch.testing.assert_close(one.features * p, probability.features)
+    torch.testing.assert_close(one.loss, probability.loss)
+    with pytest.raises(ValueError, match="selected_weight"):
+        MixtureOfWeakEncoders(pool, base_dim=6, selected_weight="half")
