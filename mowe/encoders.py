@@ -26,6 +26,7 @@ Example
 
 import logging
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -399,6 +400,66 @@ class SmallEncoder(AudioEncoder):
         table[:, 0::2] = torch.sin(position * scale)
         table[:, 1::2] = torch.cos(position * scale[: dim // 2])
         return table.unsqueeze(0)
+
+
+# SmallEncoder's settings and defaults (what a saved specialist's config.json may hold)
+SMALL_ENCODER_CONFIG = {"n_mels": 40, "d_model": 128, "num_layers": 2, "num_heads": 4,
+                        "ffn_dim": None, "dropout": 0.1}
+
+
+def load_small_encoder(path, freeze=False, dropout=None):
+    """A :class:`SmallEncoder` pretrained elsewhere (e.g. by :mod:`mowe.specialists`).
+
+    ``path`` holds ``config.json`` (plain data: the SmallEncoder settings, checked here)
+    and ``encoder.safetensors`` (weights only; nothing in either is executed).
+
+    Arguments
+    ---------
+    path : str
+        The folder.
+    freeze : bool
+        Keep the weights fixed.
+    dropout : float, optional
+        Override the saved dropout (e.g. 0 while fine-tuning gently).
+
+    Returns
+    -------
+    SmallEncoder
+        With ``from_source`` set: its weights come from a pretrained source, so
+        ``param_groups``' ``pretrained_encoders`` includes it.
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    config_file = os.path.join(path, "config.json")
+    weights_file = os.path.join(path, "encoder.safetensors")
+    for needed in (config_file, weights_file):
+        if not os.path.isfile(needed):
+            raise FileNotFoundError(f"pretrained small encoder: {needed} is missing (make it "
+                                    "with python -m mowe.specialists --out DIR)")
+    with open(config_file, encoding="utf-8") as handle:
+        config = json.load(handle)
+    if not isinstance(config, dict) or config.pop("kind", "small") != "small":
+        raise ValueError(f"{config_file}: not a small-encoder config")
+    unknown = sorted(set(config) - set(SMALL_ENCODER_CONFIG))
+    if unknown:
+        raise ValueError(f"{config_file}: unknown SmallEncoder settings {unknown}")
+    for key, value in config.items():
+        if value is not None and not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{config_file}: {key} must be a number, not {value!r}")
+    if dropout is not None:
+        config["dropout"] = dropout
+    encoder = SmallEncoder(**config)
+    try:
+        encoder.load_state_dict(load_file(weights_file))
+    except RuntimeError as error:
+        raise ValueError(f"{weights_file} does not fit {config_file}: {error}") from error
+    encoder.from_source = True
+    encoder.source = path
+    encoder.freeze = freeze
+    encoder.apply_freeze()
+    return encoder
 
 
 ENCODER_KINDS = ("whisper", "hubert", "wavlm", "wav2vec2", "small")

@@ -235,9 +235,14 @@ fi
 
 # Recipes on hub models set provision_command=() (nothing to provision offline).
 [ -n "${provision_command+x}" ] || provision_command=($python -m mowe.pretrained --out "${pretrained_dir:-pretrained}")
+# A recipe may add a step that makes models of its own from the provisioned ones
+# (provision_extra_command, e.g. pretraining specialist weak encoders); it runs after.
 provision() {
-  if [ ${#provision_command[@]} -eq 0 ]; then log "  nothing to provision"; return 0; fi
-  $prep_cmd "$exp_dir/log/provision.log" "${provision_command[@]}"
+  if [ ${#provision_command[@]} -eq 0 ]; then log "  nothing to provision"
+  else $prep_cmd "$exp_dir/log/provision.log" "${provision_command[@]}"; fi
+  if [ -n "${provision_extra_command+x}" ] && [ ${#provision_extra_command[@]} -gt 0 ]; then
+    $prep_cmd "$exp_dir/log/provision_extra.log" "${provision_extra_command[@]}"
+  fi
 }
 [ -n "${validate_manifests+x}" ] || validate_manifests=("$data_dir"/raw/{train,valid,test}.json)
 [ -n "${validate_args+x}" ] || validate_args=()  # e.g. (--trim_seconds 30): paper recipes

@@ -15,7 +15,11 @@
 #   encoder fine-tuned), mowe (+ 4 small weak encoders, indep + dep routers), mowe_indep,
 #   mowe_dep, mowe_dep_dep (Table IV router ablations), mowe_pretrained_pool (paper-analog:
 #   Whisper base + 4 pretrained Whisper tiny.en weak encoders,
-#   recipes/conf/model/offline_paper_analog.yaml), moe_adapter (base only, MoE adapter),
+#   recipes/conf/model/offline_paper_analog.yaml), baseline_whisper_base (its base
+#   encoder alone: the paper-analog system's own baseline), mowe_specialist_pool (paper
+#   Sec. V-B analog: 2 Whisper tiny.en + an emotion and a sound-scene specialist pretrained
+#   in stage 0 on corpora of their own, prior on the emotion one,
+#   recipes/conf/model/specialist_pool.yaml), moe_adapter (base only, MoE adapter),
 #   mowe_moe_adapter (MoWE + MoE adapter).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -35,7 +39,7 @@ sizes=$("$python" -c "from mowe.synth.corpus import SIZES; print(' '.join(SIZES)
 case " $sizes " in *" $size "*) ;; *)
   echo "$0: --size $size is not a corpus size (choose one of: $sizes)" >&2; exit 2 ;; esac
 known_systems="baseline baseline_ft mowe mowe_indep mowe_dep mowe_dep_dep mowe_pretrained_pool
-               moe_adapter mowe_moe_adapter"
+               baseline_whisper_base mowe_specialist_pool moe_adapter mowe_moe_adapter"
 for system in $systems; do
   case " $(echo $known_systems) " in *" $system "*) ;; *)
     echo "$0: unknown system '$system' in --systems (known: $(echo $known_systems))" >&2; exit 2 ;; esac
@@ -73,10 +77,15 @@ fi
 pack_args=(--license apache-2.0 --dataset mowe-synthetic-"$size"
            --base_model openai/whisper-tiny.en --base_model HuggingFaceTB/SmolLM2-135M-Instruct)
 # The paper-analog system needs Whisper base as well (provisioned only then).
-case " $systems " in *" mowe_pretrained_pool "*)
+case " $systems " in *" mowe_pretrained_pool "*|*" baseline_whisper_base "*)
   provision_command=("$python" -m mowe.pretrained --out "$pretrained_dir" --models
                      whisper-tiny.en smollm2-135m-instruct whisper-base) ;; esac
+# The specialist pool's small encoders, pretrained on corpora of their own (mowe/specialists.py;
+# kept once made: delete $pretrained_dir/specialists to retrain them).
+case " $systems " in *" mowe_specialist_pool "*)
+  provision_extra_command=("$python" -m mowe.specialists --out "$pretrained_dir/specialists") ;; esac
 paper_analog=$(cd ../.. && pwd)/recipes/conf/model/offline_paper_analog.yaml
+specialist_pool=$(cd ../.. && pwd)/recipes/conf/model/specialist_pool.yaml
 # Sets system_args: the overrides of one system (baseline = the model without MoWE).
 system_overrides() {
   system_args=("--seed=$train_seed" "${epoch_args[@]}")
@@ -87,6 +96,9 @@ system_overrides() {
     mowe_dep) system_args+=("--spec={routers: [dep]}") ;;
     mowe_dep_dep) system_args+=("--spec={routers: [dep, dep]}") ;;
     mowe_pretrained_pool) system_args+=("--overrides_file=$paper_analog") ;;
+    baseline_whisper_base) system_args+=(
+      "--spec={mixture: null, base_encoder_source: $pretrained_dir/whisper-base}") ;;
+    mowe_specialist_pool) system_args+=("--overrides_file=$specialist_pool") ;;
     moe_adapter) system_args+=("--spec={mixture: null, adapter_kind: moe}") ;;
     mowe_moe_adapter) system_args+=("--spec={adapter_kind: moe}") ;;
   esac
