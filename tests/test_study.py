@@ -75,6 +75,30 @@ def test_bootstrap_interval_excludes_zero_only_for_a_real_difference():
     assert low < 0 < high, "same accuracy, clips shuffled: the interval covers 0"
 
 
+def test_seed_to_seed_variation_widens_the_interval():
+    """Three seeds per system whose accuracies move by 10 points from seed to seed, the
+    system 5 points ahead on average: resampling clips alone would call that certain; the
+    two-level bootstrap must not (it must cover 0), while a steady 5-point gain with the
+    same clips stays clear of 0."""
+    rng = np.random.default_rng(0)
+    clips = 300
+    ids = list(range(clips))
+
+    def run(accuracy):
+        return (ids, (rng.random(clips) < accuracy).astype(float), np.ones(clips))
+
+    reference = [run(a) for a in (0.50, 0.60, 0.70)]
+    jumpy = [run(a) for a in (0.45, 0.65, 0.85)]
+    point, low, high = bootstrap_difference(jumpy, reference, resamples=1000)
+    assert 0.0 < point < 0.12
+    assert low < 0 < high, "three seeds that disagree this much cannot exclude 0"
+    steady_ref = [(ids, r[1], r[2]) for r in [run(0.6)] * 3]
+    steady = [(ids, np.maximum(steady_ref[0][1], (rng.random(clips) < 0.15)), np.ones(clips))
+              for _ in range(3)]
+    point, low, high = bootstrap_difference(steady, steady_ref, resamples=1000)
+    assert low > 0, "the same gain in every seed excludes 0"
+
+
 def test_runs_that_do_not_share_test_clips_are_refused(tmp_path):
     write_system(tmp_path / "s1", "baseline", er_items([1, 0]))
     write_system(tmp_path / "s1", "mowe", er_items([1, 0, 1]))
