@@ -14,8 +14,21 @@ Usage::
         --checkpoint exp/default_seed1234/mowe/save [--manifest M] [--batches_per_task 4] \\
         [--out DIR] [--key=value overrides of the config, as for train.py]
 
+``probe``: what does each encoder know, at initialisation and after training? Linear
+probes (:mod:`mowe.probe`) on time-pooled features of the base encoder, each weak
+encoder, the routed mixture, the adapter's input and the audio tokens, for the labels the
+corpus records (emotion, sound-event kinds, voice), fitted on the training clips and
+scored on the test clips; the model as the config builds it (its initialisation, with
+the config's seed) and, with ``--checkpoint``, as trained. Writes ``probe.json`` and
+``probe.md``::
+
+    python -m mowe.diagnostics probe --config egs/synthetic/conf/train.yaml \
+        [--checkpoint exp/default_seed1234/mowe/save] [--train_manifest M] \
+        [--test_manifest M] [--max_clips_per_task N] [--out DIR] [--key=value overrides]
+
 ``--checkpoint`` is a save folder (its best checkpoint, lowest validation loss, is used)
-or one ``CKPT+...`` folder. The manifest defaults to the config's ``valid_manifest``.
+or one ``CKPT+...`` folder. The manifest defaults to the config's ``valid_manifest``
+(``grad_conflict``) or its train and test manifests (``probe``).
 """
 
 import argparse
@@ -207,7 +220,70 @@ def grad_conflict(argv):
     return 0
 
 
-COMMANDS = {"grad_conflict": grad_conflict}
+def _limit_per_task(entries, limit):
+    if not limit:
+        return entries
+    kept, counts = {}, {}
+    for utt, entry in entries.items():
+        task = entry.get("task")
+        if counts.get(task, 0) < limit:
+            kept[utt] = entry
+            counts[task] = counts.get(task, 0) + 1
+    return kept
+
+
+def probe(argv):
+    """The ``probe`` command (see the module docstring)."""
+    from mowe.data.manifest import read_manifest
+    from mowe.probe import probe_model, probe_table
+    from mowe.recipe import load_recipe_hparams
+
+    parser = argparse.ArgumentParser(prog="python -m mowe.diagnostics probe",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="recipe YAML (as for train.py)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="save folder (its best checkpoint) or one CKPT+... folder; "
+                             "without it only the model at initialisation is probed")
+    parser.add_argument("--train_manifest", default=None, help="default: the config's")
+    parser.add_argument("--test_manifest", default=None, help="default: the config's")
+    parser.add_argument("--max_clips_per_task", type=int, default=0,
+                        help="at most this many clips of each task per manifest (0: all)")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--out", default=None, help="folder for probe.json/.md (default: "
+                        "the checkpoint's experiment folder, or the config's output_folder)")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _, _, _, hparams = load_recipe_hparams([args.config, *overrides])
+    model = hparams["model"]
+    train = _limit_per_task(read_manifest(args.train_manifest or hparams["train_manifest"]),
+                            args.max_clips_per_task)
+    test = _limit_per_task(read_manifest(args.test_manifest or hparams["test_manifest"]),
+                           args.max_clips_per_task)
+    results = {"init": probe_model(model, train, test, args.batch_size)}
+    checkpoint = None
+    if args.checkpoint:
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        model.load_checkpoint(os.path.join(checkpoint, "model.ckpt"))
+        results["trained"] = probe_model(model, train, test, args.batch_size)
+    if not any(results.values()):
+        sys.exit("error: no clip of the manifests carries a label the probes know "
+                 "(emotion: ER clips; events: clips with a scene; voice)")
+    table = probe_table(results)
+    print(table)
+    out = args.out or (os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+                       if checkpoint else hparams["output_folder"])
+    os.makedirs(out, exist_ok=True)
+    from mowe.atomic import write_text_atomic
+
+    write_text_atomic(os.path.join(out, "probe.json"), json.dumps(
+        {"checkpoint": checkpoint, "results": results}, indent=2) + "\n")
+    write_text_atomic(os.path.join(out, "probe.md"), table)
+    print(f"saved {out}/probe.json and probe.md")
+    return 0
+
+
+COMMANDS = {"grad_conflict": grad_conflict, "probe": probe}
 
 
 def main(argv=None):
