@@ -44,6 +44,10 @@ def add_model_arguments(parser):
                         help="do not check the frozen models' SHA-256 against the package")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="clips per forward pass (default: the recipe's)")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="build classes the model folder's spec names beyond the "
+                             "toolkit's own and torch/SpeechBrain layers (the spec is a "
+                             "program: only for folders you trust; off by default)")
 
 
 def load_model(args):
@@ -53,7 +57,8 @@ def load_model(args):
     try:
         return AudioLLMInference.from_pretrained(
             args.model, device=args.device, sources=parse_sources(args.source),
-            check_sources=not args.no_check_sources, batch_size=args.batch_size)
+            check_sources=not args.no_check_sources, batch_size=args.batch_size,
+            trust_remote_code=getattr(args, "trust_remote_code", False))
     except (FileNotFoundError, ValueError, RuntimeError, argparse.ArgumentTypeError) as error:
         sys.exit(f"error: cannot load {args.model}: {error}")
 

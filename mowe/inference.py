@@ -131,7 +131,7 @@ class AudioLLMInference:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, path, device="cpu", sources=None, check_sources=True,
-                        cache_dir=None, batch_size=None):
+                        cache_dir=None, batch_size=None, trust_remote_code=False):
         """Load a packaged model folder or a recipe experiment folder.
 
         Arguments
@@ -149,6 +149,11 @@ class AudioLLMInference:
             Writable folder for SpeechBrain's lobes (default: a per-user temp folder).
         batch_size : int, optional
             Clips per forward pass (default: the recipe's batch size, else 8).
+        trust_remote_code : bool
+            Build classes the folder's spec names beyond the toolkit's model classes and
+            torch/SpeechBrain layers (only for folders whose code you trust: the spec is
+            a program). By default such a spec is refused before anything in it runs
+            (:mod:`mowe.safe_spec`).
 
         Returns
         -------
@@ -160,14 +165,18 @@ class AudioLLMInference:
             ``path`` is neither kind of folder, or a frozen model folder is missing.
         mowe.sources.SourceMismatchError
             A frozen model's weights differ from the ones it was trained on.
+        mowe.safe_spec.UntrustedSpecError
+            The spec would run code it is not trusted to run.
         """
         start = time.time()
         path = os.path.abspath(os.path.expanduser(str(path)))
         cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), f"mowe-cache-{os.getuid()}")
         if packaging.is_package(path):
-            model, info = cls._load_package(path, sources or {}, check_sources, cache_dir)
+            model, info = cls._load_package(path, sources or {}, check_sources, cache_dir,
+                                            trust_remote_code)
         elif packaging.is_experiment(path):
-            model, info = cls._load_experiment(path, sources or {}, cache_dir)
+            model, info = cls._load_experiment(path, sources or {}, cache_dir,
+                                               trust_remote_code)
         else:
             raise FileNotFoundError(
                 f"{path} is neither a packaged MoWE model ({packaging.INFO_FILE} + "
@@ -178,16 +187,18 @@ class AudioLLMInference:
         return cls(model, info, device=device, batch_size=batch_size)
 
     @staticmethod
-    def _build(spec_text, overrides, cache_dir):
-        hparams = packaging.load_spec(spec_text, {**overrides, packaging.CACHE_KEY: cache_dir})
+    def _build(spec_text, overrides, cache_dir, origin, trust_remote_code):
+        hparams = packaging.load_spec(spec_text, {**overrides, packaging.CACHE_KEY: cache_dir},
+                                      origin, trust_remote_code)
         return hparams["model"]
 
     @classmethod
-    def _load_experiment(cls, exp_dir, sources, cache_dir):
+    def _load_experiment(cls, exp_dir, sources, cache_dir, trust_remote_code=False):
         from mowe.checkpoints import AtomicCheckpointer
 
         spec_text, top = packaging.spec_from_experiment(exp_dir)
-        model = cls._build(spec_text, sources, cache_dir)
+        model = cls._build(spec_text, sources, cache_dir,
+                           os.path.join(exp_dir, packaging.SPEC_FILE), trust_remote_code)
         checkpointer = AtomicCheckpointer(os.path.join(exp_dir, "save"),
                                           recoverables={"model": model})
         checkpoint = checkpointer.recover_if_possible(min_key="loss")
@@ -203,7 +214,7 @@ class AudioLLMInference:
         return model, info
 
     @classmethod
-    def _load_package(cls, folder, sources, check_sources, cache_dir):
+    def _load_package(cls, folder, sources, check_sources, cache_dir, trust_remote_code=False):
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
@@ -223,7 +234,8 @@ class AudioLLMInference:
                              f"models are {sorted(info.get('sources', {}))}")
         with open(os.path.join(folder, packaging.SPEC_FILE), encoding="utf-8") as handle:
             spec_text = handle.read()
-        model = cls._build(spec_text, overrides, cache_dir)
+        model = cls._build(spec_text, overrides, cache_dir,
+                           os.path.join(folder, packaging.SPEC_FILE), trust_remote_code)
         weights = os.path.join(folder, packaging.WEIGHTS_FILE)
         model.load_trained_state(load_file(weights), weights)
         tokenizer_dir = os.path.join(folder, packaging.TOKENIZER_DIR)

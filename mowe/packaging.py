@@ -141,10 +141,17 @@ def spec_from_experiment(exp_dir):
     return SPEC_HEADER + parametrize_sources(out.getvalue(), keys), top
 
 
-def load_spec(spec_text, overrides):
-    """Build the objects of a spec (HyperPyYAML) with ``overrides`` (a dict)."""
+def load_spec(spec_text, overrides, origin=SPEC_FILE, trust_remote_code=False):
+    """Build the objects of a spec (HyperPyYAML) with ``overrides`` (a dict).
+
+    The spec is checked first (:func:`mowe.safe_spec.check_spec`): a tag that would run
+    code beyond the toolkit's model classes and torch/SpeechBrain layers is refused,
+    naming ``origin``, its line and the tag, unless ``trust_remote_code``."""
     from hyperpyyaml import load_hyperpyyaml
 
+    from mowe.safe_spec import check_spec
+
+    check_spec(spec_text, origin, trust_remote_code)
     return load_hyperpyyaml(spec_text, overrides)
 
 

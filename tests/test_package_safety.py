@@ -1,0 +1,111 @@
+"""Packages are data: loading one runs no code from it (mowe/safe_spec.py), and packing
+never deletes what the toolkit did not write."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from mowe.inference import AudioLLMInference
+from mowe.safe_spec import UntrustedSpecError, check_spec
+
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+
+
+def payloads(marker):
+    """YAML lines that would create ``marker`` if anything evaluated them."""
+    command = f"touch {marker}"
+    return {
+        "apply": f"pwn: !apply:os.system [{command}]",
+        "new": f"pwn: !new:subprocess.Popen [[touch, {marker}]]",
+        "name_then_ref": f"pwn: !name:os.system\nagain: !applyref:os.system [{command}]",
+        "python_tag": f"pwn: !!python/object/apply:os.system [{command}]",
+        "tag_directive": f"%TAG !x! tag:yaml.org,2002:python/object/apply:\n---\n"
+                         f"pwn: !x!os.system [{command}]",
+        "tuple_scalar": f"pwn: (!!python/object/apply:os.system [{command}], 1)",
+        "module": "pwn: !module:os",
+        "include": "pwn: !include:/etc/hostname",
+        "ref_bomb": "big: !ref 9**9**9**9",
+        "nested": f"adapter_extra:\n    - deep: [1, 2, !apply:os.system [{command}]]",
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(payloads("x")))
+def test_each_payload_is_refused_and_runs_nothing(tiny_package, tmp_path, kind):
+    marker = tmp_path / "pwned"
+    package = tmp_path / "package"
+    shutil.copytree(tiny_package["package"], package)
+    spec = package / "hyperparams.yaml"
+    text = spec.read_text()
+    payload = payloads(marker)[kind]
+    lines = text.count("\n") + 1
+    spec.write_text(payload + "\n" + text if payload.startswith("%TAG")
+                    else text + "\n" + payload + "\n")
+    with pytest.raises(UntrustedSpecError) as error:
+        AudioLLMInference.from_pretrained(str(package))
+    message = str(error.value)
+    assert "hyperparams.yaml:" in message and "trust_remote_code" in message
+    if not payload.startswith("%TAG"):
+        line = int(message.split("hyperparams.yaml:")[1].split(":")[0])
+        assert line > lines, "the line named is the payload's"
+    assert not marker.exists()
+
+
+def test_the_toolkits_own_packages_need_no_opt_in(tiny_package):
+    check_spec((tiny_package["package"] / "hyperparams.yaml").read_text(), "hyperparams.yaml")
+    for name in ("audio_llm.yaml", "offline_paper_analog.yaml", "specialist_pool.yaml"):
+        with open(os.path.join(REPO, "recipes", "conf", "model", name)) as handle:
+            check_spec(handle.read(), name)
+
+
+def test_torch_layers_pass_and_other_torch_calls_do_not():
+    check_spec("a: !new:torch.nn.Linear [2, 3]\n")
+    with pytest.raises(UntrustedSpecError, match="torch.save"):
+        check_spec("a: !apply:torch.save [1, /tmp/x]\n")
+    with pytest.raises(UntrustedSpecError, match="mowe.launch"):
+        check_spec("a: !apply:mowe.launch.main []\n")
+
+
+def test_the_opt_in_loads_a_package_with_a_users_class(tiny_package, tmp_path, monkeypatch):
+    package = tmp_path / "package"
+    shutil.copytree(tiny_package["package"], package)
+    module = tmp_path / "user_code"
+    module.mkdir()
+    (module / "my_adapters.py").write_text(
+        "import mowe.adapters\n"
+        "def make_adapter(input_dim, **kwargs):\n"
+        "    open(__file__ + '.used', 'w').close()\n"
+        "    return mowe.adapters.make_adapter(input_dim, **kwargs)\n")
+    monkeypatch.syspath_prepend(str(module))
+    spec = package / "hyperparams.yaml"
+    text = spec.read_text()
+    assert "!name:mowe.adapters.make_adapter" in text
+    spec.write_text(text.replace("!name:mowe.adapters.make_adapter",
+                                 "!name:my_adapters.make_adapter"))
+    with pytest.raises(UntrustedSpecError, match="my_adapters.make_adapter"):
+        AudioLLMInference.from_pretrained(str(package))
+    assert not (module / "my_adapters.py.used").exists()
+    model = AudioLLMInference.from_pretrained(str(package), trust_remote_code=True)
+    assert (module / "my_adapters.py.used").exists()
+    row = tiny_package["hyps"][0]
+    assert model.answer(row["wav"], row["instruction"]) == row["hyp"]
+
+
+def test_cli_refuses_in_one_line_and_has_the_flag(tiny_package, tmp_path):
+    marker = tmp_path / "pwned"
+    package = tmp_path / "package"
+    shutil.copytree(tiny_package["package"], package)
+    with open(package / "hyperparams.yaml", "a") as handle:
+        handle.write(f"\npwn: !apply:os.system [touch {marker}]\n")
+    row = tiny_package["hyps"][0]
+    result = subprocess.run([sys.executable, "-m", "mowe.infer", "--model", str(package),
+                             row["wav"], "--instruction", row["instruction"]],
+                            capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode != 0 and "!apply:os.system" in result.stderr
+    assert "Traceback" not in result.stderr and not marker.exists()
+    help_text = subprocess.run([sys.executable, "-m", "mowe.infer", "--help"],
+                               capture_output=True, text=True, env=ENV, timeout=120).stdout
+    assert "--trust_remote_code" in help_text
