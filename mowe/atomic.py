@@ -89,3 +89,87 @@ def write_text_atomic(path, text, fsync=False):
             raise OutputPathError(f"cannot write {path}: it is a directory") from error
         raise OutputPathError(f"cannot write {path}: {_reason(error)}") from error
     return path
+
+
+# ------------------------------------------------------------------ output folders
+class OutputFolderError(OSError):
+    """An output folder the toolkit may not replace; ``str()`` says why and what to do."""
+
+    def __str__(self):
+        return self.args[0] if self.args else super().__str__()
+
+
+def check_output_folder(out, is_ours, overwrite=False, what="output"):
+    """Refuse, before any work, to write a folder over one the toolkit must not replace.
+
+    Arguments
+    ---------
+    out : str
+        The folder to write.
+    is_ours : callable
+        ``path -> bool``: whether ``path`` is a folder this command wrote before (e.g. a
+        package, recognised by its own manifest).
+    overwrite : bool
+        Replace a previous folder of ours.
+    what : str
+        What the folder is, for messages.
+
+    Raises
+    ------
+    OutputFolderError
+        ``out`` is a file, a non-empty folder that is not ours (whatever ``overwrite``
+        says: it is never deleted), or one of ours without ``overwrite``.
+    """
+    if not os.path.lexists(out):
+        return
+    if not os.path.isdir(out) or os.path.islink(out):
+        raise OutputFolderError(f"{out} exists and is not a folder: choose another {what} "
+                                "folder")
+    if not os.listdir(out):
+        return
+    if not is_ours(out):
+        raise OutputFolderError(
+            f"{out} is not empty and is not a previous {what} (it holds files this command "
+            f"did not write): choose a new or empty folder; nothing was deleted")
+    if not overwrite:
+        raise OutputFolderError(f"{out} already holds a {what}: pass --overwrite to replace "
+                                "it, or choose another folder")
+
+
+def staging_folder(out):
+    """A new empty folder beside ``out`` to build it in (unique: nothing is removed)."""
+    import tempfile
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.partial-",
+                            dir=parent)
+
+
+def replace_folder(staging, out, is_ours, overwrite=False, what="output"):
+    """Move the finished ``staging`` folder to ``out`` (same file system).
+
+    ``out`` is checked again (:func:`check_output_folder`); a previous folder of ours is
+    renamed aside, the new one renamed into place, and only then the old one removed, so
+    a crash leaves one complete folder at ``out`` (and possibly the old one beside it).
+    """
+    import shutil
+    import tempfile
+
+    check_output_folder(out, is_ours, overwrite, what)
+    if os.path.isdir(out) and not os.listdir(out):
+        os.rmdir(out)
+    if not os.path.exists(out):
+        os.replace(staging, out)
+        return out
+    parent = os.path.dirname(os.path.abspath(out))
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=parent)
+    os.rmdir(old)
+    os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)  # ours: checked above
+    return out

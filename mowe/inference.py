@@ -253,7 +253,7 @@ class AudioLLMInference:
         ``(waveform, sample_rate)`` pair.
         """
         if isinstance(audio, (str, os.PathLike)):
-            signal = read_audio_file(os.fspath(audio))
+            signal = read_audio_file(os.fspath(audio), max_seconds=self.max_audio_seconds)
             what = what or os.fspath(audio)
         else:
             if isinstance(audio, tuple) and len(audio) == 2 and sample_rate is None:
@@ -262,7 +262,8 @@ class AudioLLMInference:
                 raise AudioError("a waveform needs its sample rate: pass sample_rate=... or "
                                  "a (waveform, sample_rate) pair")
             what = what or "waveform"
-            signal = waveform_to_mono(audio, sample_rate, what=what)
+            signal = waveform_to_mono(audio, sample_rate, what=what,
+                                      max_seconds=self.max_audio_seconds)
         seconds = signal.numel() / SAMPLE_RATE
         if self.max_audio_seconds and seconds > self.max_audio_seconds + 1e-6:
             raise AudioError(f"{what} lasts {seconds:.1f} s; this model's base encoder takes "

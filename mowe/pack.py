@@ -55,8 +55,13 @@ def count_parameters(state):
 
 
 def pack(exp_dir, out, routing_plot=None, train_log=None, recipe_command=None,
-         license_name="other", datasets=(), base_models=(), verify=True):
+         license_name="other", datasets=(), base_models=(), verify=True, overwrite=False):
     """Write the packaged folder of the experiment ``exp_dir`` to ``out``.
+
+    ``out`` must be new, empty, or (with ``overwrite``) a previous package, recognised by
+    its ``mowe_package.json``; the package is built in a folder beside it and renamed
+    into place, so a folder holding anything else is never touched
+    (:class:`mowe.atomic.OutputFolderError` before any work).
 
     Returns
     -------
@@ -70,6 +75,9 @@ def pack(exp_dir, out, routing_plot=None, train_log=None, recipe_command=None,
     from mowe.model_card import render_model_card
     from mowe.sources import fingerprint_source
 
+    from mowe.atomic import check_output_folder, replace_folder, staging_folder
+
+    check_output_folder(out, packaging.is_package, overwrite, "package")
     inference = AudioLLMInference.from_pretrained(exp_dir)
     model = inference.model
     spec_text = inference.info["spec"]
@@ -101,9 +109,7 @@ def pack(exp_dir, out, routing_plot=None, train_log=None, recipe_command=None,
         "datasets": list(datasets),
         "base_models": list(base_models),
     }
-    partial = out.rstrip("/") + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
+    partial = staging_folder(out)
     with open(os.path.join(partial, packaging.SPEC_FILE), "w", encoding="utf-8") as handle:
         handle.write(spec_text)
     save_file(state, os.path.join(partial, packaging.WEIGHTS_FILE),
@@ -117,10 +123,13 @@ def pack(exp_dir, out, routing_plot=None, train_log=None, recipe_command=None,
     with open(os.path.join(partial, packaging.CARD_FILE), "w", encoding="utf-8") as handle:
         handle.write(render_model_card(info, info["scores"], license_name, datasets,
                                        base_models, routing_plot=plot))
-    if verify:
-        verify_package(inference, partial)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(partial, out)
+    try:
+        if verify:
+            verify_package(inference, partial)
+        replace_folder(partial, out, packaging.is_package, overwrite, "package")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # the staging folder is ours alone
+        raise
     size = sum(os.path.getsize(os.path.join(root, name))
                for root, _, names in os.walk(out) for name in names)
     logger.info("packed %s -> %s (%.1f MB; %d of %d parameters stored, the rest from %s)",
@@ -184,7 +193,11 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp_dir", required=True,
                         help="experiment folder of one system (hyperparams.yaml + save/)")
-    parser.add_argument("--out", required=True, help="packaged folder to write")
+    parser.add_argument("--out", required=True,
+                        help="packaged folder to write: new, empty, or a previous package "
+                             "with --overwrite (a folder holding anything else is refused)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous package at --out (atomically)")
     parser.add_argument("--routing_plot", help="routing plot to include (PNG)")
     parser.add_argument("--train_log", help="launcher log whose first line is the command")
     parser.add_argument("--recipe_command", help="the recipe command line, for the card")
@@ -202,8 +215,14 @@ def main(argv=None):
     if not packaging.is_experiment(args.exp_dir):
         sys.exit(f"error: {args.exp_dir} is not an experiment folder of one system "
                  "(hyperparams.yaml + save/): train it first")
-    pack(args.exp_dir, args.out, args.routing_plot, args.train_log, args.recipe_command,
-         args.license, args.dataset, args.base_model, verify=not args.no_verify)
+    from mowe.atomic import OutputFolderError
+
+    try:
+        pack(args.exp_dir, args.out, args.routing_plot, args.train_log, args.recipe_command,
+             args.license, args.dataset, args.base_model, verify=not args.no_verify,
+             overwrite=args.overwrite)
+    except OutputFolderError as error:
+        sys.exit(f"error: {error}")
     if args.push_to_hub:
         push_to_hub(args.out, args.push_to_hub, private=args.private)
     return 0

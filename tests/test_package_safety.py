@@ -109,3 +109,50 @@ def test_cli_refuses_in_one_line_and_has_the_flag(tiny_package, tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "mowe.infer", "--help"],
                                capture_output=True, text=True, env=ENV, timeout=120).stdout
     assert "--trust_remote_code" in help_text
+
+
+def run_pack(tiny_package, out, *extra):
+    return subprocess.run([sys.executable, "-m", "mowe.pack", "--exp_dir",
+                           str(tiny_package["exp"]), "--out", str(out), "--no_verify", *extra],
+                          capture_output=True, text=True, env=ENV, timeout=900)
+
+
+def test_pack_never_deletes_a_folder_it_did_not_write(tiny_package, tmp_path):
+    foreign = tmp_path / "experiment"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("months of work")
+    for extra in ((), ("--overwrite",)):
+        result = run_pack(tiny_package, foreign, *extra)
+        assert result.returncode != 0 and "not a previous package" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert (foreign / "notes.txt").read_text() == "months of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment"], "no partial left"
+    # the current folder (``--out .``) is refused the same way
+    result = subprocess.run([sys.executable, "-m", "mowe.pack", "--exp_dir",
+                             str(tiny_package["exp"]), "--out", ".", "--no_verify"],
+                            capture_output=True, text=True, env=ENV, timeout=900,
+                            cwd=str(foreign))
+    assert result.returncode != 0 and (foreign / "notes.txt").exists()
+
+
+def test_pack_replaces_a_previous_package_only_with_overwrite(tiny_package, tmp_path):
+    out = tmp_path / "package"
+    out.mkdir()  # an empty folder is fine
+    assert run_pack(tiny_package, out).returncode == 0
+    first = (out / "mowe_package.json").read_text()
+    result = run_pack(tiny_package, out)
+    assert result.returncode != 0 and "--overwrite" in result.stderr
+    assert (out / "mowe_package.json").read_text() == first
+    assert run_pack(tiny_package, out, "--overwrite").returncode == 0
+    assert (out / "model.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["package"], "nothing left beside"
+
+
+def test_smoke_ids_cannot_leave_the_output_folder(tmp_path):
+    from mowe.smoke import SentenceListError, read_sentences
+
+    for bad in ("../escape", "/tmp/abs", ".hidden", "a/b"):
+        listing = tmp_path / "sentences.tsv"
+        listing.write_text(f"{bad}\ten-us\thello there\n")
+        with pytest.raises(SentenceListError, match="plain name"):
+            read_sentences(str(listing))
