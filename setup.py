@@ -35,6 +35,10 @@ setup(
         "huggingface_hub>=0.23",
         # training curves (mowe/dashboards.py; on by default): tensorboard --logdir exp/
         "tensorboard>=2.10",
+        # the servers (python -m mowe.serve, python -m mowe.scoring.serve)
+        "fastapi>=0.110",
+        "uvicorn>=0.30",
+        "python-multipart>=0.0.9",
     ],
     package_data={"mowe.scoring": ["templates/*.txt"]},
     extras_require={

@@ -99,6 +99,16 @@ def build_demo(inference, decoding=None, title=None):
     return demo
 
 
+def key_checker(api_key):
+    """Gradio's ``auth`` callable: any user name, the API key as the password."""
+    import secrets
+
+    def check(username, password):
+        return secrets.compare_digest(str(password).encode(), api_key.encode())
+
+    return check
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mowe.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +121,9 @@ def main(argv=None):
                         help="largest upload in MiB")
     parser.add_argument("--stop_after", type=float, default=None,
                         help="stop after this many seconds (smoke tests)")
+    parser.add_argument("--api_key", default=None,
+                        help="the page asks for this key as its password (any user name; "
+                             "default: $MOWE_API_KEY; none: open)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -120,10 +133,16 @@ def main(argv=None):
         sys.exit("error: the demo needs Gradio: pip install -e '.[demo]' (or pip install gradio)")
     inference = load_model(args)
     demo = build_demo(inference, decoding_options(args), args.title)
+    from mowe.server.http import resolve_api_key, warn_if_exposed
+
+    api_key = resolve_api_key(args.api_key)
+    warn_if_exposed(args.host, api_key, "mowe.demo")
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True,
                 max_file_size=f"{int(args.max_file_mb)}mb", theme=demo.mowe_theme,
-                footer_links=[], show_error=True, quiet=True)
+                footer_links=[], show_error=True, quiet=True,
+                auth=key_checker(api_key) if api_key else None,
+                auth_message="Enter any user name and the server's API key as password.")
     print(f"demo of {inference.name} on http://{args.host}:{args.port}", flush=True)
     import time
 

@@ -4,17 +4,22 @@ Usage::
 
     python -m mowe.serve --model DIR [--host 127.0.0.1] [--port 8000]
 
-Endpoints: ``POST /v1/chat/completions`` (OpenAI's audio-input messages: a user message
-whose content holds a ``text`` part and an ``input_audio`` part with base64 wav/flac/mp3),
-``GET /v1/models``, ``GET /health``. Concurrent requests are batched (up to
+FastAPI on uvicorn (:mod:`mowe.server.app`). Endpoints: ``POST /v1/chat/completions``
+(OpenAI's audio-input messages: a user message whose content holds a ``text`` part and an
+``input_audio`` part with base64 wav/flac/mp3; ``"stream": true`` for server-sent
+events), ``POST /v1/audio/transcriptions`` (OpenAI's Whisper API, multipart), ``GET
+/v1/models``, ``GET /health``. Concurrent requests are batched (up to
 ``--max_batch_size`` requests, waiting at most ``--max_wait_ms`` for company). Requests
-are validated and capped (body size, clip length, max_tokens, messages); a bad one gets a
-4xx JSON error. The answer's ``mowe`` field holds the weak encoder each router chose.
+are validated and capped (API key, body size and depth, header and body deadlines, clip
+length checked before decoding, max_tokens x beams, messages, concurrency); a bad one
+gets a 4xx JSON error. The answer's ``mowe`` field holds the weak encoder each router
+chose. With ``--api_key`` (or ``$MOWE_API_KEY``) every route but ``/health`` needs
+``Authorization: Bearer KEY``.
 
 Query it with the ``openai`` client::
 
     from openai import OpenAI
-    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=KEY_OR_ANYTHING)
     audio = base64.b64encode(open("clip.wav", "rb").read()).decode()
     client.chat.completions.create(model=client.models.list().data[0].id, messages=[
         {"role": "user", "content": [
@@ -29,6 +34,7 @@ import logging
 import sys
 
 from mowe.infer import add_model_arguments, load_model
+from mowe.server.http import add_server_arguments
 
 logger = logging.getLogger("mowe.serve")
 
@@ -59,6 +65,9 @@ def main(argv=None):
                         help="most messages per request")
     parser.add_argument("--request_timeout", type=float, default=300.0,
                         help="seconds a request waits for its answer (then 503)")
+    parser.add_argument("--token_budget", type=int, default=2048,
+                        help="largest max_tokens x num_beams a request may ask for")
+    add_server_arguments(parser)
     parser.add_argument("--max_requests", type=int, default=None,
                         help="stop after this many requests (smoke tests)")
     parser.add_argument("--stop_after", type=float, default=None,
@@ -69,10 +78,9 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
 
-    import threading
-
-    from mowe.server.app import ModelServer
+    from mowe.server.app import ServerState, create_app
     from mowe.server.batching import DynamicBatcher
+    from mowe.server.http import resolve_api_key, run_server, warn_if_exposed
     from mowe.server.protocol import Limits
 
     inference = load_model(args)
@@ -84,28 +92,32 @@ def main(argv=None):
     batcher = DynamicBatcher(inference, args.max_batch_size, args.max_wait_ms,
                              args.max_queue).start()
     name = args.served_model_name or inference.name
+    api_key = resolve_api_key(args.api_key)
+    warn_if_exposed(args.host, api_key, "mowe.serve")
+    state = ServerState(inference, batcher, limits, name, args.request_timeout,
+                        args.token_budget, args.max_requests)
+    app = create_app(state, api_key=api_key, body_timeout=args.body_timeout)
+
+    def started(host, port):
+        print(f"serving {name} on http://{host}:{port} (OpenAI-compatible: "
+              f"http://{host}:{port}/v1; batches of up to {args.max_batch_size}, "
+              f"clips up to {limits.max_audio_seconds:g} s"
+              f"{', API key required' if api_key else ''})", flush=True)
+
     try:
-        server = ModelServer((args.host, args.port), inference, batcher, limits, name,
-                             max_requests=args.max_requests,
-                             request_timeout=args.request_timeout)
+        server = run_server(app, args.host, args.port, args.limit_concurrency,
+                            args.timeout_keep_alive, args.header_timeout, on_started=started,
+                            stop_after=args.stop_after,
+                            state_hook=lambda server: setattr(
+                                state, "on_limit", lambda: setattr(server, "should_exit",
+                                                                   True)))
     except OSError as error:
         sys.exit(f"error: cannot listen on {args.host}:{args.port}: {error}")
-    host, port = server.server_address[:2]
-    if args.stop_after:
-        timer = threading.Timer(args.stop_after, server.shutdown)
-        timer.daemon = True
-        timer.start()
-    print(f"serving {name} on http://{host}:{port} (OpenAI-compatible: "
-          f"http://{host}:{port}/v1; batches of up to {args.max_batch_size}, "
-          f"clips up to {limits.max_audio_seconds:g} s)", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    except KeyboardInterrupt:
-        pass
     finally:
-        server.server_close()
         batcher.stop()
-    logger.info("stopped after %d requests; batch sizes: %s", server.handled,
+    if not server.started:
+        sys.exit(f"error: cannot listen on {args.host}:{args.port}")
+    logger.info("stopped after %d requests; batch sizes: %s", state.handled,
                 batcher.batch_sizes)
     return 0
 

@@ -8,13 +8,53 @@ completion requests received.
 """
 
 import argparse
+import asyncio
 import json
 import sys
 import threading
-import time
-from http.server import ThreadingHTTPServer
 
-from mowe.scoring.serve import LocalGenerator, make_handler
+from mowe.scoring.serve import LocalGenerator, create_app
+from mowe.server.http import run_server
+
+
+class Faults:
+    """Pure ASGI middleware: counts completion requests and delays the marked ones.
+
+    The delay is spent here, before the server's one-at-a-time generation, so slow
+    requests stall only their own clients (as a slow vLLM batch would), not the others.
+    """
+
+    def __init__(self, app, delay, stats, seen, lock):
+        self.app, self.delay = app, delay
+        self.stats, self.seen, self.lock = stats, seen, lock
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].endswith("/completions"):
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        text = body.decode("utf-8", "replace")
+        with self.lock:
+            self.stats["requests"] += 1
+            first = text not in self.seen
+            self.seen.add(text)
+        if "SLOW-ALWAYS" in text or ("SLOW-ONCE" in text and first):
+            await asyncio.sleep(self.delay)
+        replayed = False
+
+        async def replay():  # the body once, then the connection's own messages
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def main():
@@ -24,33 +64,25 @@ def main():
     args = parser.parse_args()
     generator = LocalGenerator(args.model, default_max_tokens=40)
     seen, lock, stats = set(), threading.Lock(), {"requests": 0}
+    failed = set()
 
     def complete(prompt, max_tokens, chat):
         text = json.dumps(prompt)
-        with lock:
-            stats["requests"] += 1
-            first = text not in seen
-            seen.add(text)
-        if "SLOW-ALWAYS" in text or ("SLOW-ONCE" in text and first):
-            time.sleep(args.delay)
-        if "FAIL-ONCE" in text and first:
+        if "FAIL-ONCE" in text and text not in failed:
+            failed.add(text)
             raise RuntimeError("injected failure")
         return generator.complete(prompt, max_tokens, chat)
 
-    handler = make_handler(complete, "scripted")
-    base_get = handler.do_GET
+    app = create_app(complete, "scripted")
 
-    def do_get(self):
-        if self.path == "/stats":
-            with lock:
-                self._send(200, dict(stats))
-        else:
-            base_get(self)
+    @app.get("/stats")
+    async def stats_route():
+        with lock:
+            return dict(stats)
 
-    handler.do_GET = do_get
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    print(f"READY http://127.0.0.1:{server.server_address[1]}/v1", flush=True)
-    server.serve_forever()
+    app.add_middleware(Faults, delay=args.delay, stats=stats, seen=seen, lock=lock)
+    run_server(app, "127.0.0.1", 0, on_started=lambda host, port: print(
+        f"READY http://{host}:{port}/v1", flush=True))
 
 
 if __name__ == "__main__":

@@ -136,3 +136,29 @@ def test_the_operation_counter_counts_kernels_and_host_waits_but_not_views():
         int(b.sum())                  # sum: 1; int(): 1, a wait
         torch.nonzero(a)              # 1, a wait
     assert (counter.operations, counter.syncs) == (5, 2)
+
+
+def test_serve_load_script_measures_and_checks_answers(tiny_package, tmp_path):
+    """bench/serve_load.py on the tiny package: every level answered, answers under load
+    equal to those sent alone, the JSON written."""
+    import json
+
+    manifest = tmp_path / "clips.json"
+    rows = tiny_package["hyps"][:2]
+    manifest.write_text(json.dumps({row["id"]: {"wav": row["wav"],
+                                                 "instruction": row["instruction"]}
+                                    for row in rows}))
+    out = tmp_path / "load.json"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "serve_load.py"),
+                             "--model", str(tiny_package["package"]), "--manifest",
+                             str(manifest), "--concurrency", "1", "3", "--requests", "6",
+                             "--check_answers", "--out", str(out)],
+                            capture_output=True, text=True, timeout=900,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())["reports"][0]
+    assert report["health_ok"] == 100
+    for level in report["levels"]:
+        assert level["ok"] == 6 and not level["errors"]
+        assert level["answers_equal_alone"] == 6
+    assert "c=  3" in result.stdout

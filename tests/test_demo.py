@@ -95,3 +95,25 @@ def test_page_answers_an_uploaded_clip(demo_url, browser, tiny_package, tmp_path
     assert "router" in note and "E" in note
     chart = browser.find_elements(By.CSS_SELECTOR, "#mowe-routing canvas, #mowe-routing svg")
     assert chart, "no routing bar chart on the page"
+
+
+def test_the_page_asks_for_the_api_key(tiny_package):
+    """With --api_key the page is behind Gradio's login: the key is the password."""
+    import httpx
+
+    port = free_port()
+    process = Process(["-m", "mowe.demo", "--model", str(tiny_package["package"]),
+                       "--port", str(port), "--stop_after", "300", "--api_key", "k3y"])
+    try:
+        process.wait_for("demo of ")
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/config", timeout=30).status_code == 401
+        wrong = httpx.post(f"{url}/login", data={"username": "me", "password": "nope"},
+                           timeout=30)
+        assert wrong.status_code >= 400
+        with httpx.Client(timeout=30) as client:
+            right = client.post(f"{url}/login", data={"username": "me", "password": "k3y"})
+            assert right.status_code == 200, right.text
+            assert client.get(f"{url}/config").status_code == 200
+    finally:
+        process.stop()

@@ -90,6 +90,9 @@ def audio_part(data, audio_format="wav"):
 
 
 TEXT = {"type": "text", "text": "Transcribe the speech."}
+NESTED = []
+for _ in range(200):  # deeper than the servers' 64 levels
+    NESTED = [NESTED]
 GOOD_AUDIO = audio_part(wav_base64(1.0))
 BAD_REQUESTS = {
     "no audio": (chat([TEXT]), 400, "missing_audio"),
@@ -117,7 +120,8 @@ BAD_REQUESTS = {
                            * 40}, 400, "invalid_request"),
     "bad role": ({"model": "mowe", "messages": [{"role": "robot", "content": "x"}]}, 400,
                  "invalid_request"),
-    "stream": (chat([TEXT, GOOD_AUDIO], stream=True), 400, "invalid_request"),
+    "stream not a boolean": (chat([TEXT, GOOD_AUDIO], stream="yes"), 400, "invalid_request"),
+    "deeply nested": (chat([TEXT, GOOD_AUDIO], extra=NESTED), 400, "invalid_request"),
     "n > 1": (chat([TEXT, GOOD_AUDIO], n=2), 400, "invalid_request"),
     "unknown model": ({**chat([TEXT, GOOD_AUDIO]), "model": "gpt-4o"}, 404,
                       "model_not_found"),
@@ -150,13 +154,24 @@ def test_raw_http_errors(server):
     big = json.dumps(chat([TEXT, audio_part("A" * (2 * 1024 * 1024))])).encode()
     status, payload = post(server, big)  # over --max_body_mb 1: refused unread
     assert status == 413 and payload["error"]["code"] == "request_too_large"
+    # a chunked body has no Content-Length: it is counted as it arrives
     connection = http.client.HTTPConnection(server.split("//")[1], timeout=30)
     connection.putrequest("POST", "/v1/chat/completions")
     connection.putheader("Transfer-Encoding", "chunked")
+    connection.putheader("Content-Type", "application/json")
     connection.endheaders()
-    connection.send(b"0\r\n\r\n")
+    chunk = b"[" * 65536
+    try:
+        for _ in range(24):  # 1.5 MiB, over the 1 MiB limit
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        connection.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed before the body ended
     response = connection.getresponse()
-    assert response.status == 411 and json.loads(response.read())["error"]
+    assert response.status == 413 and json.loads(response.read())["error"]
+    # nesting 100,000 deep is a 400, not a crashed handler
+    status, payload = post(server, b"[" * 100000 + b"]" * 100000)
+    assert status == 400 and "deeper than" in payload["error"]["message"]
     for method, path, expected in (("GET", "/v1/chat/completions", 405),
                                    ("GET", "/nothing", 404), ("POST", "/v1/embeddings", 404)):
         connection = http.client.HTTPConnection(server.split("//")[1], timeout=30)
@@ -184,40 +199,71 @@ def test_unreadable_content_length_closes_the_connection(server):
                 break
             received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400") and b"Connection: close" in head, received
+    assert head.startswith(b"HTTP/1.1 400") and b"connection: close" in head.lower(), received
     assert received.count(b"HTTP/1.1 ") == 1, received
-    assert "not a number" in json.loads(body)["error"]["message"]
+    assert "Invalid HTTP request" in json.loads(body)["error"]["message"]
+
+
+def test_streaming_and_transcriptions_through_the_openai_client(server, tiny_package):
+    """Chat with stream=True (server-sent events) and /v1/audio/transcriptions answer what
+    decode.py answered offline for the same clip and instruction."""
+    client = openai_client(server)
+    row = tiny_package["hyps"][0]
+    stream = client.chat.completions.create(
+        model="mowe", messages=[audio_message(row["wav"], row["instruction"])], stream=True,
+        stream_options={"include_usage": True})
+    pieces, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == row["hyp"]
+    assert finish in ("stop", "length") and usage.completion_tokens >= 1
+    with open(row["wav"], "rb") as handle:
+        text = client.audio.transcriptions.create(model="mowe", file=handle,
+                                                  prompt=row["instruction"],
+                                                  response_format="text")
+    assert text.strip() == row["hyp"].strip()
+    with open(row["wav"], "rb") as handle:
+        result = client.audio.transcriptions.create(model="mowe", file=handle,
+                                                    prompt=row["instruction"])
+    assert result.text == row["hyp"]
+    with open(row["wav"], "rb") as handle:
+        verbose = client.audio.transcriptions.create(model="mowe", file=handle,
+                                                     prompt=row["instruction"],
+                                                     response_format="verbose_json")
+    assert verbose.text == row["hyp"] and verbose.duration > 0
+    import openai
+
+    with open(row["wav"], "rb") as handle, pytest.raises(openai.BadRequestError,
+                                                         match="response_format"):
+        client.audio.transcriptions.create(model="mowe", file=handle, response_format="srt")
 
 
 def test_a_failing_model_gets_a_500_json_error_and_the_server_lives_on():
     """Any model failure (not only refused options) answers the request, in process."""
-    import threading
-    from types import SimpleNamespace
+    from fastapi.testclient import TestClient
 
-    from mowe.server.app import ModelServer
-    from mowe.server.batching import DynamicBatcher
-    from mowe.server.protocol import Limits
+    from fake_model import fake_state
+    from mowe.server.app import create_app
 
     class FailingModel:
         def answer_signals(self, *args, **kwargs):
             raise RuntimeError("out of memory")
 
-    batcher = DynamicBatcher(FailingModel()).start()
-    inference = SimpleNamespace(decoding={"max_new_tokens": 8}, model=None)
-    httpd = ModelServer(("127.0.0.1", 0), inference, batcher, Limits(), "mowe")
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    state = fake_state(FailingModel())
     try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        client = TestClient(create_app(state))
         for _ in range(2):  # the server keeps answering
-            status, payload = post(url, json.dumps(chat([TEXT, GOOD_AUDIO])).encode())
-            assert status == 500, payload
+            response = client.post("/v1/chat/completions", json=chat([TEXT, GOOD_AUDIO]))
+            assert response.status_code == 500, response.text
+            payload = response.json()
             assert payload["error"]["code"] == "model_error"
             assert "RuntimeError: out of memory" in payload["error"]["message"]
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-        batcher.stop()
+        state.batcher.stop()
 
 
 def test_server_stops_itself_after_max_requests(tiny_package):

@@ -451,6 +451,31 @@ def test_http_judge_retries_timeouts_parse_failures_and_cache(scripted_judge, tm
         server.wait()
 
 
+def test_judge_server_cli_with_an_api_key(scripted_judge):
+    """``python -m mowe.scoring.serve`` itself: it prints READY once listening, /health
+    is open, the rest needs the key, and the judge client sends it."""
+    env = {**os.environ, "MOWE_API_KEY": "judge-key"}
+    env.pop("OPENAI_API_KEY", None)
+    server = subprocess.Popen([PYTHON, "-m", "mowe.scoring.serve", "--model", scripted_judge,
+                               "--port", "0", "--max_tokens", "40", "--max_queue", "4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              cwd=REPO, env=env)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("READY http://127.0.0.1:"), line
+        url = line.split()[1]
+        with urllib.request.urlopen(url.rsplit("/v1", 1)[0] + "/health", timeout=10) as reply:
+            assert json.loads(reply.read()) == {"status": "ok"}
+        with pytest.raises(judge.JudgeError, match="401"):
+            judge.OpenAIJudge(url, "scripted", retries=2, backoff=0.01)("hi")
+        item = JUDGE_ITEMS[0]
+        backend = judge.OpenAIJudge(url, "scripted", api_key="judge-key", max_tokens=40)
+        assert backend(judge.render(TEMPLATE, *item[0])) == item[1]
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_http_judge_cache_alone_sends_nothing(scripted_judge, tmp_path):
     cache = judge.JudgeCache(str(tmp_path / "cache.jsonl"))
 

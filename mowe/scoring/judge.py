@@ -217,11 +217,27 @@ class HFJudge:
         return self.generator.complete(messages if chat else prompt, chat=chat)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: urllib's handler copies every header, ``Authorization``
+    included, to wherever a redirect points (another host too), and turns a POST into
+    a bodiless GET that no completions endpoint answers anyway. A 3xx becomes an
+    :class:`urllib.error.HTTPError` instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+# urlopen's usual handlers (proxies, HTTPS, errors), with one that follows no 3xx
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class OpenAIJudge:
     """Any OpenAI-compatible server as judge (vLLM, ``python -m mowe.scoring.serve``...).
 
     Requests go through the standard library: one JSON POST per item does not justify
-    another client dependency, and this keeps retries and timeouts explicit.
+    another client dependency, and this keeps retries and timeouts explicit. The API key
+    goes to ``base_url``'s host only: redirects are not followed (a 3xx fails the item
+    at once, naming where it pointed; give that URL as ``base_url`` if it is trusted).
 
     Parameters
     ----------
@@ -240,7 +256,8 @@ class OpenAIJudge:
     concurrency : int
         Requests in flight at once.
     api_key : str, optional
-        Bearer token (default ``$OPENAI_API_KEY`` when set).
+        Bearer token (default ``$OPENAI_API_KEY`` when set; for ``mowe.scoring.serve
+        --api_key KEY``, the same KEY).
     max_tokens : int
     """
 
@@ -273,7 +290,7 @@ class OpenAIJudge:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"),
                                          headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+        with _OPENER.open(request, timeout=self.timeout) as response:
             reply = json.loads(response.read().decode("utf-8"))
         choice = reply["choices"][0]
         return choice["message"]["content"] if self.endpoint == "chat" else choice["text"]
@@ -286,6 +303,11 @@ class OpenAIJudge:
             except (urllib.error.URLError, TimeoutError, OSError, KeyError, IndexError,
                     ValueError) as error:
                 last = error
+                if isinstance(error, urllib.error.HTTPError) and 300 <= error.code < 400:
+                    last = (f"HTTP {error.code} redirect to "
+                            f"{error.headers.get('Location', '?')!r}, not followed (the API "
+                            "key would go along); give the final URL as the judge URL")
+                    break  # nor will a redirect
                 if isinstance(error, urllib.error.HTTPError) and 400 <= error.code < 500 \
                         and error.code != 429:
                     break  # a client error will not go away on retry

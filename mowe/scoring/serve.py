@@ -5,25 +5,47 @@
 Endpoints: ``GET /v1/models``, ``POST /v1/completions`` (prompt in, greedy text out),
 ``POST /v1/chat/completions`` (the model's chat template is applied), ``GET /health``.
 This is for judging with a model that fits one machine and for trying the judge client
-without vLLM; for a 70B judge, use vLLM's server (same API). Requests are served by
-threads; generation itself is serialised (one model, one forward at a time).
+without vLLM; for a 70B judge, use vLLM's server (same API). FastAPI on uvicorn, with the
+limits of :mod:`mowe.server.http` (API key, body size, depth and deadline, header
+deadline, concurrency); generation itself is serialised (one model, one forward at a
+time) and at most ``--max_queue`` requests wait for it (more get 503 at once).
 
 What a request may choose is bounded (:class:`Limits`): the body size, ``max_tokens``
 and the number of chat messages; anything over a limit, ill-typed or not JSON gets a
 4xx JSON error before any generation. The model is the one named on the command line
 at start: a request's ``model`` field is reported back but never opened, and no
 request makes the server load a YAML file, a checkpoint or any other file. It listens
-on 127.0.0.1 unless told otherwise, and has no authentication: do not expose it.
+on 127.0.0.1 unless told otherwise. With ``--api_key`` (or ``$MOWE_API_KEY``) every
+route but ``/health`` needs ``Authorization: Bearer KEY`` (the judge client sends
+``$OPENAI_API_KEY``); without one, do not expose it.
+
+Once it listens it prints ``READY http://HOST:PORT/v1`` (port 0 picks a free port).
+
+Example
+-------
+>>> from fastapi.testclient import TestClient
+>>> app = create_app(lambda prompt, max_tokens, chat: "hi", "stub", api_key="k")
+>>> client = TestClient(app)
+>>> client.post("/v1/completions", json={"prompt": "p"}).status_code
+401
+>>> client.post("/v1/completions", json={"prompt": "p"},
+...             headers={"Authorization": "Bearer k"}).json()["choices"][0]["text"]
+'hi'
 """
 
 import argparse
-import json
+import asyncio
 import logging
 import os
 import sys
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from mowe.server.http import (APIError, add_server_arguments, make_app, read_json,
+                              resolve_api_key, run_server, warn_if_exposed)
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +59,15 @@ class Limits:
     Attributes
     ----------
     max_body_bytes : int
-        Largest request body (413 above it, without reading it).
+        Largest request body (413 above it: at once when Content-Length says so, else
+        as soon as the bytes received pass it).
     max_tokens : int
         Largest ``max_tokens`` a request may ask for.
     max_messages : int
         Most chat messages in one request.
     socket_timeout : float
-        Seconds a connection may stay silent (a client that never sends its body).
+        Seconds a request's body may take to arrive (408 after; the default of
+        ``body_timeout`` in :func:`create_app`).
     """
 
     max_body_bytes: int = 1 << 20
@@ -133,129 +157,175 @@ class LocalGenerator:
         return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def make_handler(complete, model_name, limits=Limits()):
-    """A request handler class answering the OpenAI-style endpoints.
+class Generation:
+    """One generation at a time, in a worker thread, with a bounded line of waiters.
+
+    Arguments
+    ---------
+    complete : callable
+        ``complete(prompt_or_messages, max_tokens, chat) -> str`` (blocking).
+    max_queue : int
+        Most requests waiting for the model while one generates; one more gets 503.
+
+    Attributes
+    ----------
+    waiting : int
+        Requests waiting now.
+    generated, cancelled : int
+        Calls of ``complete`` so far; requests dropped because their client left
+        before their turn.
+    """
+
+    POLL_S = 0.25  # how often a waiting request looks for its client's disconnect
+
+    def __init__(self, complete, max_queue=32):
+        self.complete = complete
+        self.max_queue = int(max_queue)
+        self.waiting = self.generated = self.cancelled = 0
+        self._loop = self._lock = None
+
+    def _loop_lock(self):
+        # an asyncio.Lock belongs to one event loop: uvicorn runs one, but tests may
+        # drive the same app from several (each TestClient has its own)
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._lock = loop, asyncio.Lock()
+        return self._lock
+
+    async def _client_left(self, request):
+        if await request.is_disconnected():
+            self.cancelled += 1
+            logger.info("client went away before its turn: request dropped")
+            raise APIError(499, "client closed the request", code="client_closed")
+
+    async def run(self, request, prompt, max_tokens, chat):
+        """``complete(prompt, max_tokens, chat)`` once the model is free, unless the
+        client of ``request`` has gone by then.
+
+        Raises
+        ------
+        APIError
+            503 (``server_busy``) when ``max_queue`` requests wait already; 499 when
+            the client left while waiting; the status of a :class:`RequestError`; 500
+            when generation failed.
+        """
+        lock = self._loop_lock()
+        if lock.locked() and self.waiting >= self.max_queue:
+            raise APIError(503, f"server busy: {self.waiting} requests are waiting for the "
+                                f"model (at most {self.max_queue}); retry later",
+                           code="server_busy")
+        self.waiting += 1
+        try:
+            while True:
+                await self._client_left(request)
+                try:
+                    await asyncio.wait_for(lock.acquire(), timeout=self.POLL_S)
+                    break
+                except asyncio.TimeoutError:
+                    continue
+        finally:
+            self.waiting -= 1
+        try:
+            await self._client_left(request)  # it may have left as the model came free
+            self.generated += 1
+            # off the event loop: other requests are still read, checked and queued
+            return await run_in_threadpool(self.complete, prompt, max_tokens, chat)
+        except RequestError as error:
+            raise APIError(error.status, str(error)) from None
+        except APIError:
+            raise
+        except Exception as error:  # noqa: BLE001 - report, keep serving
+            logger.exception("generation failed")
+            raise APIError(500, f"generation failed: {type(error).__name__}",
+                           code="generation_failed") from None
+        finally:
+            lock.release()
+
+
+def create_app(complete, model_name, limits=Limits(), api_key=None, body_timeout=None,
+               max_queue=32):
+    """The FastAPI app answering the OpenAI-style endpoints.
 
     Parameters
     ----------
     complete : callable
-        ``complete(prompt_or_messages, max_tokens, chat) -> str``.
+        ``complete(prompt_or_messages, max_tokens, chat) -> str``; called in a worker
+        thread, one call at a time.
     model_name : str
         Name reported by ``/v1/models`` and in every reply (a request's ``model``
         field is never used to choose or load anything).
     limits : Limits
         Bounds on the request size and what a client may ask for.
+    api_key : str, optional
+        Required as ``Authorization: Bearer KEY`` on every route but ``/health``.
+    body_timeout : float, optional
+        Seconds a request's body may take (408 after); default ``limits.socket_timeout``.
+    max_queue : int
+        Most requests waiting for the model (more get 503).
+
+    Returns
+    -------
+    FastAPI
+        Its :class:`Generation` is ``app.state.generation``; serve it with
+        :func:`mowe.server.http.run_server`.
     """
+    app = make_app("mowe-judge", api_key=api_key, max_body_bytes=limits.max_body_bytes,
+                   body_timeout=limits.socket_timeout if body_timeout is None
+                   else body_timeout)
+    generation = Generation(complete, max_queue)
+    app.state.generation = generation
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = limits.socket_timeout
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
 
-        def log_message(self, fmt, *args):  # route to logging, not stderr spam
-            logger.info("%s " + fmt, self.address_string(), *args)
+    @app.get("/v1/models")
+    @app.get("/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model"}]}
 
-        def _send(self, code, payload):
-            data = json.dumps(payload).encode("utf-8")
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, code, message):
-            self._send(code, {"error": {"message": message, "code": code}})
-
-        def do_GET(self):
-            if self.path.rstrip("/") in ("/v1/models", "/models"):
-                self._send(200, {"object": "list", "data": [{"id": model_name,
-                                                             "object": "model"}]})
-            elif self.path.rstrip("/") == "/health":
-                self._send(200, {"status": "ok"})
-            else:
-                self._error(404, f"no route {self.path}"[:200])
-
-        def _read_body(self):
-            """The request's JSON object, within the size limit."""
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                self.close_connection = True
-                raise RequestError(411, "send a Content-Length (chunked bodies are refused)")
-            length = self.headers.get("Content-Length")
-            if length is None:
-                self.close_connection = True
-                raise RequestError(411, "Content-Length required")
-            try:
-                length = int(length)
-                if length < 0:
-                    raise ValueError(length)
-            except ValueError:
-                self.close_connection = True
-                raise RequestError(400, "Content-Length is not a byte count") from None
-            if length > limits.max_body_bytes:
-                self.close_connection = True  # the body is not read: drop the connection
-                raise RequestError(413, f"request body of {length} bytes is over the limit "
-                                        f"of {limits.max_body_bytes} bytes")
-            try:
-                body = json.loads(self.rfile.read(length).decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                raise RequestError(400, "body is not JSON") from None
-            if not isinstance(body, dict):
-                raise RequestError(400, "body must be a JSON object")
-            return body
-
-        def _answer(self, route, body):
-            """(object kind, choice) of a completion request."""
+    def checked(body, chat):
+        """``(prompt or messages, max_tokens)``, or :class:`APIError` 400 before any
+        generation."""
+        try:
             max_tokens = check_max_tokens(body.get("max_tokens"), limits)
-            if route.endswith("/chat/completions"):
+            if chat:
                 if "messages" not in body:
                     raise RequestError(400, "missing field 'messages'")
-                text = complete(check_messages(body["messages"], limits), max_tokens, True)
-                return "chat.completion", {"index": 0, "finish_reason": "stop",
-                                           "message": {"role": "assistant", "content": text}}
+                return check_messages(body["messages"], limits), max_tokens
             if "prompt" not in body:
                 raise RequestError(400, "missing field 'prompt'")
-            text = complete(check_prompt(body["prompt"]), max_tokens, False)
-            return "text_completion", {"index": 0, "finish_reason": "stop", "text": text}
+            return check_prompt(body["prompt"]), max_tokens
+        except RequestError as error:
+            raise APIError(error.status, str(error)) from None
 
-        def do_POST(self):
-            route = self.path.rstrip("/")
-            try:
-                body = self._read_body()
-                if not route.endswith("/completions"):
-                    raise RequestError(404, f"no route {self.path}"[:200])
-                kind, choice = self._answer(route, body)
-            except RequestError as error:
-                self._error(error.status, str(error))
-                return
-            except Exception as error:  # noqa: BLE001 - report, keep serving
-                logger.exception("generation failed")
-                self._error(500, f"generation failed: {type(error).__name__}")
-                return
-            self._send(200, {"object": kind, "model": model_name, "choices": [choice]})
+    @app.post("/v1/chat/completions")
+    @app.post("/chat/completions")
+    async def chat_completions(request: Request):
+        messages, max_tokens = checked(await read_json(request), chat=True)
+        text = await generation.run(request, messages, max_tokens, True)
+        return {"object": "chat.completion", "model": model_name, "choices": [
+            {"index": 0, "finish_reason": "stop",
+             "message": {"role": "assistant", "content": text}}]}
 
-    return Handler
+    @app.post("/v1/completions")
+    @app.post("/completions")
+    async def completions(request: Request):
+        prompt, max_tokens = checked(await read_json(request), chat=False)
+        text = await generation.run(request, prompt, max_tokens, False)
+        return {"object": "text_completion", "model": model_name, "choices": [
+            {"index": 0, "finish_reason": "stop", "text": text}]}
 
-
-def serve(complete, model_name, host="127.0.0.1", port=0, limits=Limits()):
-    """A :class:`ThreadingHTTPServer` answering with ``complete`` (not yet serving).
-
-    Call ``serve_forever()`` on it (in a thread for tests) and ``shutdown()`` to stop.
-    """
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("listening on %s: anyone who can reach this address can use the "
-                       "model (there is no authentication)", host)
-    server = ThreadingHTTPServer((host, port), make_handler(complete, model_name, limits))
-    server.daemon_threads = True
-    return server
+    return app
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mowe.scoring.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="local model folder")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
+    parser.add_argument("--port", type=int, default=8000, help="port (0: a free one)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max_tokens", type=int, default=128,
                         help="default generation length when a request names none")
@@ -265,25 +335,40 @@ def main(argv=None):
                         help="largest request body (413 above it)")
     parser.add_argument("--max_messages", type=int, default=Limits.max_messages,
                         help="most chat messages per request (400 above it)")
+    parser.add_argument("--max_queue", type=int, default=32,
+                        help="most requests waiting for the model (more get 503 at once)")
+    add_server_arguments(parser, body_timeout=Limits.socket_timeout)
     args = parser.parse_args(argv)
     if not 1 <= args.max_tokens <= args.max_tokens_limit:
         parser.error(f"--max_tokens {args.max_tokens} must be from 1 to --max_tokens_limit "
                      f"{args.max_tokens_limit}")
+    if args.max_queue < 0:
+        parser.error(f"--max_queue must be 0 or more, not {args.max_queue}")
     limits = Limits(max_body_bytes=args.max_request_bytes, max_tokens=args.max_tokens_limit,
-                    max_messages=args.max_messages)
+                    max_messages=args.max_messages, socket_timeout=args.body_timeout)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    api_key = resolve_api_key(args.api_key)
+    warn_if_exposed(args.host, api_key, "mowe.scoring.serve")
     try:
         generator = LocalGenerator(args.model, args.device, args.max_tokens)
     except (FileNotFoundError, OSError) as error:
         sys.exit(f"error: {error}")
-    server = serve(generator.complete, generator.name, args.host, args.port, limits)
-    logger.info("serving %s on http://%s:%d/v1", generator.name, args.host,
-                server.server_address[1])
-    print(f"READY http://{args.host}:{server.server_address[1]}/v1", flush=True)
+    app = create_app(generator.complete, generator.name, limits, api_key=api_key,
+                     max_queue=args.max_queue)
+
+    def started(host, port):
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+        logger.info("serving %s on %s%s", generator.name, url,
+                    " (API key required)" if api_key else "")
+        print(f"READY {url}", flush=True)  # scripts and tests wait for this line
+
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server = run_server(app, args.host, args.port, args.limit_concurrency,
+                            args.timeout_keep_alive, args.header_timeout, on_started=started)
+    except OSError as error:
+        sys.exit(f"error: cannot listen on {args.host}:{args.port}: {error}")
+    if not server.started:
+        sys.exit(f"error: cannot listen on {args.host}:{args.port}")
     return 0
 
 

@@ -1,242 +1,260 @@
-"""The HTTP side of ``python -m mowe.serve``: routes, body limits, JSON errors.
+"""The inference server's FastAPI app: OpenAI's endpoints in front of a MoWE model.
 
-Standard-library ``ThreadingHTTPServer`` (no web framework to install): each request
-runs in its own thread, reads at most ``Limits.max_body_bytes``, decodes its clip, and
-waits for the :class:`~mowe.server.batching.DynamicBatcher`. Every refusal is a JSON
-error with a 4xx status (503 when the queue is full); nothing a request says names a
-file, a YAML or a checkpoint to load.
+Routes (``/health`` open, the rest behind the API key when one is set; see
+:mod:`mowe.server.http` for the limits every request meets):
+
+* ``POST /v1/chat/completions``: a user message with a text part (the instruction) and an
+  ``input_audio`` part (base64 wav/flac/mp3/...); ``"stream": true`` answers with
+  server-sent events in OpenAI's chunk format. The answer's ``mowe`` field names the weak
+  encoder each router chose.
+* ``POST /v1/audio/transcriptions``: OpenAI's Whisper API: multipart ``file``, ``model``,
+  ``prompt`` (the instruction; default: transcribe), ``response_format`` ``json`` /
+  ``text`` / ``verbose_json``, ``temperature``.
+* ``GET /v1/models``, ``GET /health``.
+
+Concurrent requests are batched (:class:`mowe.server.batching.DynamicBatcher`); audio is
+checked before it is decoded (:func:`mowe.data.audio.decode_audio`); ``max_tokens`` times
+the beam count is bounded by a token budget; a request whose client goes away is
+cancelled before the model spends time on it.
 """
 
+import asyncio
 import json
 import logging
-import socket
-import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeoutError
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from mowe.data.audio import SAMPLE_RATE, AudioError, read_audio_bytes
+from fastapi import Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from mowe.data.audio import SAMPLE_RATE, AudioError, AudioTooLongError, read_audio_bytes
 from mowe.server.batching import BusyError
-from mowe.server.protocol import (RequestError, chat_response, models_response,
-                                  parse_chat_request)
+from mowe.server.http import APIError, make_app, read_json
+from mowe.server.protocol import (Limits, RequestError, _decoding, chat_chunks,
+                                  chat_response, models_response, parse_chat_request)
 
 logger = logging.getLogger(__name__)
 
+TRANSCRIBE_INSTRUCTION = "Transcribe the speech in this audio."
+RESPONSE_FORMATS = ("json", "text", "verbose_json")
 
-class ModelServer(ThreadingHTTPServer):
-    """The server object: the model, its batcher, limits and the request budget.
+
+class ServerState:
+    """What the routes share: the model, its batcher, limits and counters.
 
     Arguments
     ---------
-    address : (str, int)
-        Host and port (port 0: a free one; see ``server_address`` after binding).
     inference : mowe.inference.AudioLLMInference
     batcher : mowe.server.batching.DynamicBatcher
     limits : mowe.server.protocol.Limits
     model_name : str
-        Name clients use (``/v1/models``).
-    max_requests : int, optional
-        Stop after answering this many requests (tests, smoke checks).
     request_timeout : float
-        Seconds a request waits for its answer before a 503.
+        Seconds a request waits for its answer (then 503).
+    token_budget : int
+        Largest ``max_tokens x num_beams`` a request may ask for.
+    max_requests : int, optional
+        Stop the server after this many answered requests (smoke tests).
     """
 
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address, inference, batcher, limits, model_name, max_requests=None,
-                 request_timeout=300.0):
-        super().__init__(address, Handler)
-        self.inference = inference
-        self.batcher = batcher
-        self.limits = limits
+    def __init__(self, inference, batcher, limits, model_name, request_timeout=300.0,
+                 token_budget=2048, max_requests=None):
+        self.inference, self.batcher, self.limits = inference, batcher, limits
         self.model_name = model_name
+        self.request_timeout = float(request_timeout)
+        self.token_budget = int(token_budget)
         self.max_requests = max_requests
-        self.request_timeout = request_timeout
         self.created = time.time()
         self.handled = 0
-        self._count_lock = threading.Lock()
+        self.cancelled = 0
+        self.on_limit = None  # set by the runner: stops the server
 
-    def count_request(self):
-        """Count a finished request; shut down once ``max_requests`` are done."""
-        with self._count_lock:
-            self.handled += 1
-            done = self.max_requests is not None and self.handled >= self.max_requests
-        if done:
+    def count(self):
+        self.handled += 1
+        if self.max_requests is not None and self.handled >= self.max_requests \
+                and self.on_limit is not None:
             logger.info("answered %d requests (--max_requests): stopping", self.handled)
-            threading.Thread(target=self.shutdown, daemon=True).start()
+            self.on_limit()
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``."""
+def _api_error(error):
+    return APIError(error.status, error.message, error.param, error.code)
 
-    protocol_version = "HTTP/1.1"
-    timeout = 60  # seconds a slow client may take to send its request
-    server_version = "mowe-serve"
 
-    def log_message(self, fmt, *args):
-        logger.info("%s " + fmt, self.address_string(), *args)
+def _check_budget(state, options):
+    options = {**state.inference.decoding, **options}
+    cost = int(options.get("max_new_tokens", 0)) * int(options.get("num_beams", 1) or 1)
+    if cost > state.token_budget:
+        raise APIError(400, f"max_tokens x num_beams is {cost}; this server allows at most "
+                            f"{state.token_budget}", param="max_tokens",
+                       code="token_budget_exceeded")
+    return options
 
-    def _send(self, status, payload, close=False):
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-        if close:  # every closing answer leaves the request body unread
-            self._linger()
 
-    def _fail(self, error, close=False):
-        self._send(error.status, error.body(), close=close)
+async def _decode(state, data, what):
+    try:
+        return await run_in_threadpool(read_audio_bytes, data, SAMPLE_RATE, what,
+                                       state.limits.max_audio_seconds)
+    except AudioTooLongError as error:
+        raise APIError(400, str(error), param="messages", code="audio_too_long") from None
+    except AudioError as error:
+        raise APIError(400, str(error), param="messages", code="invalid_audio") from None
 
-    def _finish(self):
-        self.server.count_request()
 
-    # ------------------------------------------------------------------ routes
-    def do_GET(self):
+async def _answer(state, request, signal, instruction, options, seed):
+    """Queue the clip and wait for its answer; cancel it if the client goes away."""
+    try:
+        future = state.batcher.submit(signal, instruction, options, seed)
+    except BusyError as error:
+        raise APIError(503, f"server busy: {error}; retry later", code="server_busy") from None
+    waiting = asyncio.wrap_future(future)
+    deadline = time.monotonic() + state.request_timeout
+    while True:
+        done, _ = await asyncio.wait({waiting}, timeout=0.25)
+        if done:
+            break
+        if await request.is_disconnected():
+            future.cancel()
+            state.cancelled += 1
+            logger.info("client went away: request cancelled")
+            raise APIError(499, "client closed the request", code="client_closed")
+        if time.monotonic() > deadline:
+            future.cancel()
+            raise APIError(503, f"no answer within {state.request_timeout:g} s",
+                           code="timeout")
+    try:
+        return waiting.result()
+    except ValueError as error:  # decoding options the model refuses
+        raise APIError(400, str(error)) from None
+    except Exception as error:  # the batch failed (logged with its traceback there)
+        raise APIError(500, f"the model failed on this request ({type(error).__name__}: "
+                            f"{error}); see the server log", code="model_error") from None
+
+
+def _token_counts(state, instruction, text):
+    tokenizer = state.inference.model.tokenizer
+    completion = len(tokenizer(text, add_special_tokens=False).input_ids)
+    prompt = len(tokenizer(instruction, add_special_tokens=False).input_ids)
+    return prompt, completion
+
+
+class _CountRequests:
+    """Pure ASGI middleware counting finished requests (Starlette's ``@app.middleware``
+    would hide a client's disconnect from the routes, which cancel on it)."""
+
+    def __init__(self, app, state):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         try:
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if path == "/health":
-                sizes = list(self.server.batcher.batch_sizes)
-                self._send(200, {"status": "ok", "model": self.server.model_name,
-                                 "requests": self.server.handled, "batches": len(sizes),
-                                 "max_batch": max(sizes, default=0),
-                                 "queued": self.server.batcher.queue.qsize()})
-            elif path == "/v1/models":
-                self._send(200, models_response(self.server.model_name, self.server.created))
-            elif path == "/v1/chat/completions":
-                self._fail(RequestError(405, "use POST for /v1/chat/completions"))
-            else:
-                self._fail(RequestError(404, f"no route {path or '/'}: this server answers "
-                                             "/v1/chat/completions, /v1/models and /health"))
+            await self.app(scope, receive, send)
         finally:
-            self._finish()
+            self.state.count()
 
-    def do_POST(self):
+
+def create_app(state, api_key=None, body_timeout=30.0):
+    """The FastAPI app of ``state`` (a :class:`ServerState`)."""
+    app = make_app("mowe-serve", api_key=api_key,
+                   max_body_bytes=state.limits.max_body_bytes, body_timeout=body_timeout)
+    app.state.mowe = state
+
+    app.add_middleware(_CountRequests, state=state)
+
+    @app.get("/health")
+    async def health():
+        sizes = list(state.batcher.batch_sizes)
+        return {"status": "ok", "model": state.model_name, "requests": state.handled,
+                "batches": len(sizes), "max_batch": max(sizes, default=0),
+                "queued": state.batcher.queue.qsize(), "cancelled": state.cancelled}
+
+    @app.get("/v1/models")
+    async def models():
+        return models_response(state.model_name, state.created)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await read_json(request)
         try:
-            path = self.path.split("?", 1)[0].rstrip("/")
-            if path != "/v1/chat/completions":
-                self._fail(RequestError(404 if path not in ("/health", "/v1/models") else 405,
-                                        f"POST {path or '/'} is not served"), close=True)
-                return
-            self._body_read = False
+            parsed = parse_chat_request(body, state.limits, state.model_name)
+        except RequestError as error:
+            raise _api_error(error) from None
+        options = _check_budget(state, parsed.options)
+        signal = await _decode(state, parsed.audio, "the input_audio clip")
+        answer = await _answer(state, request, signal, parsed.instruction, parsed.options,
+                               parsed.seed)
+        prompt, completion = _token_counts(state, parsed.instruction, answer.text)
+        if not parsed.stream:
+            return chat_response(state.model_name, answer, prompt, completion,
+                                 options["max_new_tokens"])
+        chunks = chat_chunks(state.model_name, answer, prompt, completion,
+                             options["max_new_tokens"], parsed.include_usage)
+
+        async def events():
+            for chunk in chunks:
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request):
+        try:
+            form = await request.form(max_files=1, max_fields=16,
+                                      max_part_size=state.limits.max_body_bytes)
+        except APIError:
+            raise
+        except Exception as error:  # python-multipart's and Starlette's parse errors
+            raise APIError(400, f"send multipart/form-data with a 'file' part ({error})",
+                           param="file") from None
+        try:
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise APIError(400, "the 'file' field (the audio file) is missing",
+                               param="file", code="missing_audio")
+            data = await upload.read()
+            model = form.get("model")
+            if model not in (None, "", state.model_name, "whisper-1"):
+                raise APIError(404, f"model {model!r} is not served here (this server serves "
+                                    f"{state.model_name!r})", param="model",
+                               code="model_not_found")
+            response_format = form.get("response_format") or "json"
+            if response_format not in RESPONSE_FORMATS:
+                raise APIError(400, f"response_format must be one of {list(RESPONSE_FORMATS)}"
+                                    f", not {response_format!r}", param="response_format")
+            instruction = (form.get("prompt") or "").strip() or TRANSCRIBE_INSTRUCTION
+            if len(instruction) > state.limits.max_text_chars:
+                raise APIError(400, "the prompt is too long", param="prompt")
+            fields = {}
+            if form.get("temperature") not in (None, ""):
+                try:
+                    fields["temperature"] = float(form.get("temperature"))
+                except ValueError:
+                    raise APIError(400, "temperature must be a number",
+                                   param="temperature") from None
             try:
-                body = self._read_json()
-                self._send(200, self._chat(body))
+                options, seed = _decoding(fields, state.limits)
             except RequestError as error:
-                # a body left unread (411, 413, a bad or short Content-Length) would be
-                # read as the next request: close the connection after the answer
-                self._fail(error, close=not self._body_read)
-        except (BrokenPipeError, ConnectionResetError):
-            logger.info("client %s went away", self.address_string())
+                raise _api_error(error) from None
+            _check_budget(state, options)
+            what = f"the uploaded file {upload.filename or ''}".strip()
         finally:
-            self._finish()
+            await form.close()
+        signal = await _decode(state, data, what)
+        answer = await _answer(state, request, signal, instruction, options, seed)
+        if response_format == "text":
+            return PlainTextResponse(answer.text)
+        if response_format == "json":
+            return {"text": answer.text}
+        duration = signal.numel() / SAMPLE_RATE
+        return {"task": "transcribe", "language": "english", "duration": round(duration, 3),
+                "text": answer.text,
+                "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": round(duration, 3),
+                              "text": answer.text}],
+                "mowe": {"selected": answer.selected, "routers": answer.routers}}
 
-    def do_PUT(self):
-        self._reject_method()
+    return app
 
-    def do_DELETE(self):
-        self._reject_method()
 
-    def _reject_method(self):
-        try:
-            self._fail(RequestError(405, f"{self.command} is not allowed"), close=True)
-        finally:
-            self._finish()
-
-    # ------------------------------------------------------------------ helpers
-    def _linger(self, total_seconds=5.0, idle_seconds=0.5):
-        """Lingering close after an answer sent without reading the body: stop writing,
-        then read and discard what the client still sends (until it stops, has sent its
-        declared Content-Length, is idle ``idle_seconds`` or ``total_seconds`` passed).
-        Closing a socket that holds unread data resets the connection, and the reset can
-        reach the client before it has read the error response (it sees a broken pipe
-        instead of the 413); nginx and Apache linger the same way. By hand because
-        ``http.server`` has no such option."""
-        chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
-        try:
-            expected = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            expected = -1
-        if expected == 0 and not chunked:
-            return  # no body to wait for
-        expected = max(expected, 0)  # 0: chunked or an unreadable length: until quiet
-        try:
-            self.wfile.flush()
-        except OSError:
-            return
-        sock, received = self.connection, 0
-        deadline = time.monotonic() + total_seconds
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            while time.monotonic() < deadline and (not expected or received < expected):
-                sock.settimeout(min(idle_seconds, max(0.01, deadline - time.monotonic())))
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    break
-                received += len(chunk)
-        except OSError:  # socket.timeout included: the client went quiet or away
-            pass
-
-    def _read_json(self):
-        limits = self.server.limits
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length is None:
-            raise RequestError(411, "send the body with a Content-Length header")
-        try:
-            length = int(length)
-        except ValueError:
-            raise RequestError(400, "Content-Length is not a number") from None
-        if length < 0:
-            raise RequestError(400, "Content-Length is negative")
-        if length > limits.max_body_bytes:
-            raise RequestError(413, f"the request body is {length} bytes; at most "
-                                    f"{limits.max_body_bytes} are accepted "
-                                    f"(--max_body_mb)")
-        raw = self.rfile.read(length)
-        if len(raw) != length:
-            raise RequestError(400, "the request body ended early")
-        self._body_read = True
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(400, f"the request body is not valid JSON ({error})") from None
-
-    def _chat(self, body):
-        server = self.server
-        request = parse_chat_request(body, server.limits, server.model_name)
-        try:
-            signal = read_audio_bytes(request.audio, what="the input_audio clip")
-        except AudioError as error:
-            raise RequestError(400, str(error), param="messages", code="invalid_audio") from None
-        seconds = signal.numel() / SAMPLE_RATE
-        limit = server.limits.max_audio_seconds
-        if seconds > limit:
-            raise RequestError(400, f"the clip lasts {seconds:.1f} s; at most {limit:g} s are "
-                                    "accepted", param="messages", code="audio_too_long")
-        options = {**server.inference.decoding, **request.options}
-        try:
-            future = server.batcher.submit(signal, request.instruction, request.options,
-                                           request.seed)
-        except BusyError as error:
-            raise RequestError(503, f"server busy: {error}; retry later") from None
-        try:
-            answer = future.result(timeout=server.request_timeout)
-        # before Python 3.11 a future's timeout is not the built-in TimeoutError
-        except (TimeoutError, FutureTimeoutError):
-            raise RequestError(503, f"no answer within {server.request_timeout:g} s") from None
-        except ValueError as error:  # decoding options the model refuses
-            raise RequestError(400, str(error)) from None
-        except Exception as error:  # the batch failed (logged with its traceback there)
-            raise RequestError(500, f"the model failed on this request "
-                                    f"({type(error).__name__}: {error}); see the server log",
-                               code="model_error") from None
-        tokenizer = server.inference.model.tokenizer
-        completion = len(tokenizer(answer.text, add_special_tokens=False).input_ids)
-        prompt = len(tokenizer(request.instruction, add_special_tokens=False).input_ids)
-        return chat_response(server.model_name, answer, prompt, completion,
-                             options["max_new_tokens"])
+__all__ = ["ServerState", "create_app", "Limits", "JSONResponse"]

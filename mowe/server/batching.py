@@ -105,6 +105,10 @@ class DynamicBatcher:
                 self._answer(group)
 
     def _answer(self, group):
+        # requests whose client went away (their future cancelled) are not answered
+        group = [item for item in group if item[4].set_running_or_notify_cancel()]
+        if not group:
+            return
         signals = [item[0] for item in group]
         instructions = [item[1] for item in group]
         options, seed = group[0][2], group[0][3]

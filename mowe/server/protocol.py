@@ -75,6 +75,8 @@ class ChatRequest:
     instruction: str
     options: dict = field(default_factory=dict)
     seed: int = None
+    stream: bool = False
+    include_usage: bool = False
 
 
 def _is_int(value):
@@ -169,8 +171,8 @@ def parse_chat_request(body, limits, model_name):
     Raises
     ------
     RequestError
-        Wrong field types, a missing or second audio clip, limits exceeded, streaming or
-        ``n > 1`` asked for, another model named.
+        Wrong field types, a missing or second audio clip, limits exceeded, ``n > 1``
+        asked for, another model named.
     """
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object")
@@ -181,9 +183,12 @@ def parse_chat_request(body, limits, model_name):
         raise RequestError(404, f"model {model!r} is not served here (this server serves "
                                 f"{model_name!r}; see /v1/models)", param="model",
                            code="model_not_found")
-    if body.get("stream"):
-        raise RequestError(400, "streaming is not supported: send stream=false",
-                           param="stream")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError(400, "stream must be true or false", param="stream")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise RequestError(400, "stream_options must be an object", param="stream_options")
     n = body.get("n", 1)
     if not _is_int(n) or n != 1:
         raise RequestError(400, "only n=1 is supported", param="n")
@@ -245,7 +250,8 @@ def parse_chat_request(body, limits, model_name):
         raise RequestError(400, f"the instruction is longer than {limits.max_text_chars} "
                                 "characters", param="messages")
     options, seed = _decoding(body, limits)
-    return ChatRequest(audio, instruction, options, seed)
+    return ChatRequest(audio, instruction, options, seed, stream,
+                       bool(stream_options.get("include_usage")))
 
 
 def chat_response(model_name, answer, prompt_tokens, completion_tokens, max_new_tokens):
@@ -262,6 +268,33 @@ def chat_response(model_name, answer, prompt_tokens, completion_tokens, max_new_
                   "total_tokens": prompt_tokens + completion_tokens},
         "mowe": {"selected": answer.selected, "routers": answer.routers},
     }
+
+
+def chat_chunks(model_name, answer, prompt_tokens, completion_tokens, max_new_tokens,
+                include_usage=False, words_per_chunk=4):
+    """The ``chat.completion.chunk`` objects of a streamed answer (OpenAI's order: the
+    role, the content in pieces, the finish reason, then usage if asked for).
+
+    The model produces its answer whole (batched decoding), so the pieces follow each
+    other at once: a client sees OpenAI's stream format, not earlier first tokens."""
+    finish = "length" if completion_tokens >= max_new_tokens else "stop"
+    common = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+              "created": int(time.time()), "model": model_name}
+    yield {**common, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                  "finish_reason": None}]}
+    words = answer.text.split(" ")
+    for first in range(0, len(words), words_per_chunk):
+        piece = " ".join(words[first:first + words_per_chunk])
+        if first:
+            piece = " " + piece
+        yield {**common, "choices": [{"index": 0, "delta": {"content": piece},
+                                      "finish_reason": None}]}
+    yield {**common, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+           "mowe": {"selected": answer.selected, "routers": answer.routers}}
+    if include_usage:
+        yield {**common, "choices": [], "usage": {
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}}
 
 
 def models_response(model_name, created):
