@@ -311,7 +311,8 @@ class IndependentRouter(_Router):
             weights=weights.expand(batch_size, -1),
             selected=selected.expand(batch_size),
             loss=loss,
-            loss_parts={"indep_ent": loss.detach()},
+            # the selected encoder's probability: the scale its features enter with
+            loss_parts={"indep_ent": loss.detach(), "indep_p": probs.max().detach()},
             mixing=mixing.expand(batch_size, -1),
         )
 
@@ -363,7 +364,8 @@ class DependentRouter(_Router):
             weights=weights,
             selected=selected,
             loss=ent + div,
-            loss_parts={"dep_ent": ent.detach(), "dep_div": div.detach()},
+            loss_parts={"dep_ent": ent.detach(), "dep_div": div.detach(),
+                        "dep_p": probs.max(dim=-1).values.mean().detach()},
             mixing=mixing,
         )
 

@@ -83,7 +83,10 @@ def test_mowe_loss_is_half_the_sum_of_eq7_eq8_eq9():
     dep_ent = neg_plogp(p_dep)
     div = -2 * neg_plogp(p_dep / 2)
     assert loss.item() == pytest.approx(0.5 * (indep_ent + dep_ent + div), rel=1e-5)
-    assert set(parts) == {"indep_ent", "dep_ent", "dep_div"}
+    assert set(parts) == {"indep_ent", "dep_ent", "dep_div", "indep_p", "dep_p"}
+    # the selected encoder's probability, logged: the scale its features enter with
+    assert parts["indep_p"].item() == pytest.approx(p_indep, rel=1e-5)
+    assert parts["dep_p"].item() == pytest.approx(p_dep, rel=1e-5)
 
 
 def test_smoothing_only_in_training_mode():
