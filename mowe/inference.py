@@ -218,22 +218,25 @@ class AudioLLMInference:
         from safetensors.torch import load_file
         from transformers import AutoTokenizer
 
+        from mowe.safe_spec import check_spec
         from mowe.sources import resolve_pinned_source
 
         info = packaging.read_info(folder)
+        with open(os.path.join(folder, packaging.SPEC_FILE), encoding="utf-8") as handle:
+            spec_text = handle.read()
+        # refused before anything in the folder is used (the frozen models' search included)
+        check_spec(spec_text, os.path.join(folder, packaging.SPEC_FILE), trust_remote_code)
         overrides = {}
         for key, record in info.get("sources", {}).items():
-            given = sources.get(key)
+            given = sources.get(key) or packaging.locate_source(record, folder)
             if check_sources:
                 overrides[key] = resolve_pinned_source(record, given)
-            elif given:
+            else:
                 overrides[key] = given
         unknown = set(sources) - set(info.get("sources", {}))
         if unknown:
             raise ValueError(f"unknown source keys {sorted(unknown)}: this package's frozen "
                              f"models are {sorted(info.get('sources', {}))}")
-        with open(os.path.join(folder, packaging.SPEC_FILE), encoding="utf-8") as handle:
-            spec_text = handle.read()
         model = cls._build(spec_text, overrides, cache_dir,
                            os.path.join(folder, packaging.SPEC_FILE), trust_remote_code)
         weights = os.path.join(folder, packaging.WEIGHTS_FILE)

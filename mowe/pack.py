@@ -86,7 +86,13 @@ def pack(exp_dir, out, routing_plot=None, train_log=None, recipe_command=None,
     for key in packaging.source_keys(spec):
         gguf = spec.get(key[: -len("_source")] + "_gguf_file")
         logger.info("fingerprinting %s = %s", key, spec[key])
-        sources[key] = fingerprint_source(spec[key], gguf)
+        sources[key] = packaging.relative_source(fingerprint_source(spec[key], gguf), out)
+    # the package holds no path of the packing machine: local sources relative to the
+    # package folder (mowe_package.json and the spec alike), the cache filled at load
+    spec_text = packaging.relative_spec_sources(spec_text, sources)
+    checkpoint = dict(inference.info.get("checkpoint") or {})
+    if checkpoint.get("path"):
+        checkpoint["path"] = os.path.basename(os.path.normpath(checkpoint["path"]))
     state = model.trained_state_dict()
     total = sum(p.numel() for p in model.state_dict().values())
     info = {
@@ -101,7 +107,7 @@ def pack(exp_dir, out, routing_plot=None, train_log=None, recipe_command=None,
         "batch_size": inference.info.get("batch_size"),
         "max_duration_trained": inference.info.get("max_duration"),
         "parameters": {"stored": count_parameters(state), "total": int(total)},
-        "checkpoint": inference.info.get("checkpoint"),
+        "checkpoint": checkpoint,
         "scores": read_scores(exp_dir),
         "recipe_command": recipe_command,
         "train_command": train_command_from_log(train_log),

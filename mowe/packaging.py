@@ -141,6 +141,50 @@ def spec_from_experiment(exp_dir):
     return SPEC_HEADER + parametrize_sources(out.getvalue(), keys), top
 
 
+def relative_source(record, package_dir):
+    """``record`` (:func:`mowe.sources.fingerprint_source`) with a local source written
+    relative to the package folder (a hub id is kept), and its folder name as ``name``."""
+    record = dict(record)
+    if record.get("kind") == "local":
+        absolute = os.path.abspath(os.path.expanduser(record["source"]))
+        record["name"] = os.path.basename(os.path.normpath(absolute))
+        record["source"] = os.path.relpath(absolute, os.path.abspath(package_dir))
+    return record
+
+
+def relative_spec_sources(spec_text, sources):
+    """The spec with each recorded ``*_source`` key's value set to the record's (relative)
+    source and ``pretrained_cache`` emptied (filled in at load time)."""
+    document = _yaml().load(spec_text)
+    for key, record in sources.items():
+        if key in document:
+            document[key] = record["source"]
+    if isinstance(document.get(CACHE_KEY), str):
+        document[CACHE_KEY] = ""
+    out = io.StringIO()
+    _yaml().dump(document, out)
+    return out.getvalue()
+
+
+PRETRAINED_DIR_ENV = "MOWE_PRETRAINED_DIR"
+
+
+def locate_source(record, package_dir):
+    """Where a package's frozen model is on this machine: a relative local source is
+    taken from the package folder; if it is not there, ``$MOWE_PRETRAINED_DIR/<name>``.
+    Absolute paths (packages of earlier versions) and hub ids are returned as they are."""
+    source = record.get("source", "")
+    if record.get("kind") != "local" or os.path.isabs(source):
+        return source
+    candidate = os.path.normpath(os.path.join(package_dir, source))
+    fallback = os.environ.get(PRETRAINED_DIR_ENV)
+    if not os.path.isdir(candidate) and fallback and record.get("name"):
+        other = os.path.join(fallback, record["name"])
+        if os.path.isdir(other):
+            return other
+    return candidate
+
+
 def load_spec(spec_text, overrides, origin=SPEC_FILE, trust_remote_code=False):
     """Build the objects of a spec (HyperPyYAML) with ``overrides`` (a dict).
 

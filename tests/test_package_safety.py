@@ -15,6 +15,15 @@ from mowe.safe_spec import UntrustedSpecError, check_spec
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
 
 
+@pytest.fixture
+def package_copy(tiny_package, tmp_path):
+    """A copy of the tiny package beside it (its frozen models are found relative to it)."""
+    copy = tiny_package["root"] / "packed" / f"copy_{tmp_path.name}"
+    shutil.copytree(tiny_package["package"], copy)
+    yield copy
+    shutil.rmtree(copy, ignore_errors=True)
+
+
 def payloads(marker):
     """YAML lines that would create ``marker`` if anything evaluated them."""
     command = f"touch {marker}"
@@ -34,10 +43,9 @@ def payloads(marker):
 
 
 @pytest.mark.parametrize("kind", sorted(payloads("x")))
-def test_each_payload_is_refused_and_runs_nothing(tiny_package, tmp_path, kind):
+def test_each_payload_is_refused_and_runs_nothing(package_copy, tmp_path, kind):
     marker = tmp_path / "pwned"
-    package = tmp_path / "package"
-    shutil.copytree(tiny_package["package"], package)
+    package = package_copy
     spec = package / "hyperparams.yaml"
     text = spec.read_text()
     payload = payloads(marker)[kind]
@@ -69,9 +77,9 @@ def test_torch_layers_pass_and_other_torch_calls_do_not():
         check_spec("a: !apply:mowe.launch.main []\n")
 
 
-def test_the_opt_in_loads_a_package_with_a_users_class(tiny_package, tmp_path, monkeypatch):
-    package = tmp_path / "package"
-    shutil.copytree(tiny_package["package"], package)
+def test_the_opt_in_loads_a_package_with_a_users_class(tiny_package, package_copy, tmp_path,
+                                                       monkeypatch):
+    package = package_copy
     module = tmp_path / "user_code"
     module.mkdir()
     (module / "my_adapters.py").write_text(
@@ -94,10 +102,9 @@ def test_the_opt_in_loads_a_package_with_a_users_class(tiny_package, tmp_path, m
     assert model.answer(row["wav"], row["instruction"]) == row["hyp"]
 
 
-def test_cli_refuses_in_one_line_and_has_the_flag(tiny_package, tmp_path):
+def test_cli_refuses_in_one_line_and_has_the_flag(tiny_package, package_copy, tmp_path):
     marker = tmp_path / "pwned"
-    package = tmp_path / "package"
-    shutil.copytree(tiny_package["package"], package)
+    package = package_copy
     with open(package / "hyperparams.yaml", "a") as handle:
         handle.write(f"\npwn: !apply:os.system [touch {marker}]\n")
     row = tiny_package["hyps"][0]
@@ -156,3 +163,25 @@ def test_smoke_ids_cannot_leave_the_output_folder(tmp_path):
         listing.write_text(f"{bad}\ten-us\thello there\n")
         with pytest.raises(SentenceListError, match="plain name"):
             read_sentences(str(listing))
+
+
+def test_packages_hold_no_path_of_the_packing_machine(tiny_package, tmp_path, monkeypatch):
+    package = tiny_package["package"]
+    root = str(tiny_package["root"])
+    for name in ("hyperparams.yaml", "mowe_package.json", "README.md"):
+        assert root not in (package / name).read_text(), f"{name} holds {root}"
+    # the package and its frozen models moved together: found relative to the package
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_package["root"] / "pretrained", moved / "pretrained", symlinks=True)
+    shutil.copytree(package, moved / "packed" / "mowe")
+    row = tiny_package["hyps"][0]
+    model = AudioLLMInference.from_pretrained(str(moved / "packed" / "mowe"))
+    assert model.answer(row["wav"], row["instruction"]) == row["hyp"]
+    # the package alone elsewhere: $MOWE_PRETRAINED_DIR names where the models are
+    alone = tmp_path / "alone" / "mowe"
+    shutil.copytree(package, alone)
+    with pytest.raises(FileNotFoundError):
+        AudioLLMInference.from_pretrained(str(alone))
+    monkeypatch.setenv("MOWE_PRETRAINED_DIR", str(moved / "pretrained"))
+    model = AudioLLMInference.from_pretrained(str(alone))
+    assert model.answer(row["wav"], row["instruction"]) == row["hyp"]
