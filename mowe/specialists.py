@@ -176,7 +176,7 @@ def train_specialist(name, train_items, test_items, epochs=8, lr=1e-3, batch_siz
             loss.backward()
             optimizer.step()
             schedule.step()
-            total, count = total + float(loss) * len(wav), count + len(wav)
+            total, count = total + loss.item() * len(wav), count + len(wav)
         losses.append(total / max(count, 1))
         logger.info("%s specialist: epoch %d/%d, train loss %.4f", name, epoch + 1, epochs,
                     losses[-1])

@@ -37,7 +37,7 @@ def test_a_specialist_learns_a_planted_label():
 
 
 def test_corpora_are_not_the_multitask_corpus():
-    from mowe.synth import scenes, speech, text
+    from mowe.synth import scenes, speech
 
     audio, label = emotion_clip(3, seed=7)
     assert audio.dtype == np.float32 and len(audio) > 8000 and label == 3
@@ -46,12 +46,9 @@ def test_corpora_are_not_the_multitask_corpus():
     audio, target = scene_clip(0, seed=7)
     assert target.shape == (len(scenes.EVENT_KINDS),) and target.sum() >= 1
     assert set(speech.EMOTIONS) == {"neutral", "happy", "sad", "angry"}
-    assert text  # the templated sentences live in mowe.synth.text, not used here
 
 
 def test_pretrained_specialists_load_into_the_specialist_pool(tiny_models, tmp_path):
-    from hyperpyyaml import load_hyperpyyaml
-
     pretrained = tmp_path / "pretrained"
     pretrained.mkdir()
     os.symlink(tiny_models["whisper"], pretrained / "whisper-tiny.en")

@@ -24,14 +24,14 @@ import logging
 import time
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from mowe.data.audio import SAMPLE_RATE, AudioError, AudioTooLongError, read_audio_bytes
 from mowe.server.batching import BusyError
 from mowe.server.http import APIError, make_app, read_json
-from mowe.server.protocol import (Limits, RequestError, _decoding, chat_chunks,
-                                  chat_response, models_response, parse_chat_request)
+from mowe.server.protocol import (RequestError, _decoding, chat_chunks, chat_response,
+                                  models_response, parse_chat_request)
 
 logger = logging.getLogger(__name__)
 
@@ -256,5 +256,3 @@ def create_app(state, api_key=None, body_timeout=30.0):
 
     return app
 
-
-__all__ = ["ServerState", "create_app", "Limits", "JSONResponse"]
