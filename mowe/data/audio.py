@@ -21,7 +21,7 @@ torch.Size([16000])
 >>> decode_audio(path, max_seconds=0.5)
 Traceback (most recent call last):
 ...
-mowe.data.audio.AudioError: ... lasts 1.0 s; at most 0.5 s are accepted
+mowe.data.audio.AudioTooLongError: ... lasts 1.0 s; at most 0.5 s are accepted
 """
 
 import os
