@@ -41,8 +41,6 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
 from mowe.server.http import (APIError, add_server_arguments, make_app, read_json,
                               resolve_api_key, run_server, warn_if_exposed)
@@ -229,6 +227,8 @@ class Generation:
             await self._client_left(request)  # it may have left as the model came free
             self.generated += 1
             # off the event loop: other requests are still read, checked and queued
+            from starlette.concurrency import run_in_threadpool
+
             return await run_in_threadpool(self.complete, prompt, max_tokens, chat)
         except RequestError as error:
             raise APIError(error.status, str(error)) from None
@@ -269,6 +269,9 @@ def create_app(complete, model_name, limits=Limits(), api_key=None, body_timeout
         Its :class:`Generation` is ``app.state.generation``; serve it with
         :func:`mowe.server.http.run_server`.
     """
+    # imported here: the library imports without the web stack (see mowe.server.http)
+    from fastapi import Request
+
     app = make_app("mowe-judge", api_key=api_key, max_body_bytes=limits.max_body_bytes,
                    body_timeout=limits.socket_timeout if body_timeout is None
                    else body_timeout)

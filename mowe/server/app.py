@@ -23,10 +23,6 @@ import json
 import logging
 import time
 
-from fastapi import Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
-
 from mowe.data.audio import SAMPLE_RATE, AudioError, AudioTooLongError, read_audio_bytes
 from mowe.server.batching import BusyError
 from mowe.server.http import APIError, make_app, read_json
@@ -91,6 +87,8 @@ def _check_budget(state, options):
 
 
 async def _decode(state, data, what):
+    from starlette.concurrency import run_in_threadpool
+
     try:
         return await run_in_threadpool(read_audio_bytes, data, SAMPLE_RATE, what,
                                        state.limits.max_audio_seconds)
@@ -155,6 +153,10 @@ class _CountRequests:
 
 def create_app(state, api_key=None, body_timeout=30.0):
     """The FastAPI app of ``state`` (a :class:`ServerState`)."""
+    # imported here: the library imports without the web stack (see mowe.server.http)
+    from fastapi import Request
+    from fastapi.responses import PlainTextResponse, StreamingResponse
+
     app = make_app("mowe-serve", api_key=api_key,
                    max_body_bytes=state.limits.max_body_bytes, body_timeout=body_timeout)
     app.state.mowe = state

@@ -30,11 +30,6 @@ import os
 import secrets
 import time
 
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 logger = logging.getLogger(__name__)
 
 MAX_JSON_DEPTH = 64
@@ -61,6 +56,10 @@ class APIError(Exception):
 
 
 def error_response(status, message, param=None, code=None, headers=None):
+    # FastAPI and uvicorn are imported where used: the rest of the library imports
+    # without them (a training cluster needs no web server)
+    from fastapi.responses import JSONResponse
+
     return JSONResponse(APIError(status, message, param, code).body(), status_code=status,
                         headers=headers)
 
@@ -217,8 +216,8 @@ class RequestLimits:
         except APIError as error:
             if "status" not in refused:
                 raise
-            response = JSONResponse(error.body(), status_code=error.status,
-                                    headers={"Connection": "close"})
+            response = error_response(error.status, error.message, error.param, error.code,
+                                      headers={"Connection": "close"})
             try:
                 await response(scope, receive, send)
             except RuntimeError:  # the app had started its answer already
@@ -233,11 +232,15 @@ def make_app(title, api_key=None, max_body_bytes=16 << 20, body_timeout=30.0):
     FastAPI
         Add routes to it; run it with :func:`run_server`.
     """
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(APIError)
     async def _api_error(request, error):
-        return JSONResponse(error.body(), status_code=error.status)
+        return error_response(error.status, error.message, error.param, error.code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, error):
