@@ -17,8 +17,11 @@ from test_resume import command, setup, trace  # noqa: F401 - shared fixture and
 
 # float32: equal up to summation order; bfloat16 (the frozen LLM as train_llm_dtype auto
 # trains it on CPUs with native bf16): batches of 4 against batches of 1 round the LLM's
-# products differently (seen: 3e-4 relative on the first step's loss)
-@pytest.mark.parametrize("llm_dtype,loss_tolerance", [("float32", 1e-4), ("bfloat16", 3e-3)])
+# products differently, by up to bf16's unit roundoff 2^-8 = 3.9e-3 relative (seen: 3e-4
+# on an Intel AMX CPU; 3.1e-3 on one of the 3 steps on an AMD EPYC with avx512_bf16, over the
+# 3e-3 this test first allowed). A DDP fault (no all-reduce, other clips) moves the loss by
+# far more.
+@pytest.mark.parametrize("llm_dtype,loss_tolerance", [("float32", 1e-4), ("bfloat16", 2 ** -8)])
 def test_ddp_two_processes_match_one_process(setup, tmp_path, llm_dtype, loss_tolerance):
     """1 process x batch 4 against 2 processes x batch 1 x 2 accumulated batches: the
     same global batch of 4. Sorted (not shuffled), SpeechBrain's DistributedSampler deals
