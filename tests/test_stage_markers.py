@@ -142,7 +142,7 @@ def test_sweep_trains_every_pair_once_and_reports_with_uncertainty(tiny_run):
             assert f"seed: {seed}\n" in handle.read(), "the training seed is the sweep's"
     results = open(os.path.join(exp, "RESULTS.md")).read()
     assert "Mean ± standard deviation over 2 seed(s)" in results
-    assert "| mowe_dep |" in results and "95 % paired" in results
+    assert "| mowe_dep |" in results and "95 % two-level bootstrap interval" in results
     assert "ASR against the base Whisper's own decoder" in results  # run.sh stage 5's
     assert os.path.isfile(os.path.join(exp, "routing_mowe_dep.png"))
     again = sweep(*args, timeout=300)
