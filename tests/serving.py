@@ -85,3 +85,36 @@ def openai_client(url):
     from openai import OpenAI
 
     return OpenAI(base_url=url + "/v1", api_key="not-needed", timeout=600, max_retries=0)
+
+
+class InThreadServer:
+    """An ASGI ``app`` served by uvicorn (``mowe.server.http.run_server``) on 127.0.0.1,
+    a free port, in a thread: ``port``, ``url``; stopped on exit. ``options`` go to
+    ``run_server`` (limit_concurrency, header_timeout ...)."""
+
+    def __init__(self, app, **options):
+        self.app, self.options = app, options
+        self.ready = threading.Event()
+        self.server = None
+
+    def __enter__(self):
+        from mowe.server.http import run_server
+
+        def started(host, port):
+            self.port, self.url = port, f"http://{host}:{port}"
+            self.ready.set()
+
+        def hook(server):
+            self.server = server
+
+        self.thread = threading.Thread(target=run_server, daemon=True, kwargs=dict(
+            app=self.app, host="127.0.0.1", port=0, on_started=started, state_hook=hook,
+            **self.options))
+        self.thread.start()
+        assert self.ready.wait(30), "the server did not start"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+        assert not self.thread.is_alive()

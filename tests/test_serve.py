@@ -17,42 +17,20 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mowe.scoring import serve
-from mowe.server.http import run_server
+from serving import InThreadServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMITS = serve.Limits(max_body_bytes=2000, max_tokens=64, max_messages=4, socket_timeout=5)
 
 
-class Running:
-    """``serve.create_app`` served by uvicorn on 127.0.0.1 (a free port) in a thread;
-    ``port``, ``app``; stopped on exit."""
+class Running(InThreadServer):
+    """``serve.create_app`` served in a thread (:class:`serving.InThreadServer`)."""
 
     def __init__(self, complete, limits=LIMITS, **options):
-        self.app = serve.create_app(complete, "stub", limits,
-                                    api_key=options.pop("api_key", None),
-                                    max_queue=options.pop("max_queue", 32))
-        self.options = options
-        self.ready = threading.Event()
-
-    def __enter__(self):
-        def started(host, port):
-            self.port = port
-            self.ready.set()
-
-        def hook(server):
-            self.server = server
-
-        self.thread = threading.Thread(target=run_server, daemon=True, kwargs=dict(
-            app=self.app, host="127.0.0.1", port=0, on_started=started, state_hook=hook,
-            **self.options))
-        self.thread.start()
-        assert self.ready.wait(30), "the server did not start"
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        assert not self.thread.is_alive()
+        super().__init__(serve.create_app(complete, "stub", limits,
+                                          api_key=options.pop("api_key", None),
+                                          max_queue=options.pop("max_queue", 32)),
+                         **options)
 
 
 @pytest.fixture()

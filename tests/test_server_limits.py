@@ -17,7 +17,8 @@ import soundfile
 
 from fake_model import EchoModel, fake_state
 from mowe.server.app import create_app
-from mowe.server.http import run_server, warn_if_exposed
+from mowe.server.http import warn_if_exposed
+from serving import InThreadServer
 
 
 def wav_b64(seconds=0.5):
@@ -34,35 +35,18 @@ def chat_body(**fields):
         **fields}
 
 
-class Running:
-    """uvicorn serving a fake-model app in a thread; ``url``; stopped on exit."""
+class Running(InThreadServer):
+    """uvicorn serving a fake-model app in a thread (:class:`serving.InThreadServer`);
+    the batcher is stopped on exit."""
 
     def __init__(self, model=None, api_key=None, **options):
         self.state = fake_state(model or EchoModel())
-        self.app = create_app(self.state, api_key=api_key,
-                              body_timeout=options.pop("body_timeout", 30.0))
-        self.options = options
-        self.ready = threading.Event()
-        self.server = None
-
-    def __enter__(self):
-        def started(host, port):
-            self.url = f"http://{host}:{port}"
-            self.ready.set()
-
-        def hook(server):
-            self.server = server
-
-        self.thread = threading.Thread(target=run_server, daemon=True, kwargs=dict(
-            app=self.app, host="127.0.0.1", port=0, on_started=started, state_hook=hook,
-            **self.options))
-        self.thread.start()
-        assert self.ready.wait(30), "the server did not start"
-        return self
+        super().__init__(create_app(self.state, api_key=api_key,
+                                    body_timeout=options.pop("body_timeout", 30.0)),
+                         **options)
 
     def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__exit__(*exc)
         self.state.batcher.stop()
 
     def request(self, method, path, body=None, headers=None, timeout=30):
