@@ -164,8 +164,8 @@ class RequestLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
         if self.api_key and scope["path"].rstrip("/") not in OPEN_PATHS:
-            headers = dict(scope.get("headers") or [])
             given = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not secrets.compare_digest(
@@ -175,7 +175,6 @@ class RequestLimits:
                                           code="invalid_api_key",
                                           headers={"WWW-Authenticate": "Bearer"})
                 return await response(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         deadline = time.monotonic() + self.body_timeout
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
