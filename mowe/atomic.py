@@ -20,7 +20,10 @@ mowe.atomic.OutputPathError: cannot write .../b.txt: it is a directory
 
 import contextlib
 import errno
+import logging
 import os
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -136,14 +139,55 @@ def check_output_folder(out, is_ours, overwrite=False, what="output"):
                                 "it, or choose another folder")
 
 
+def _stale_siblings(out, kinds=("partial", "old")):
+    """Staging (``.NAME.partial-PID-*``) and set-aside (``.NAME.old-PID-*``) folders of
+    ``out`` left by a process that no longer runs (killed mid-way)."""
+    parent = os.path.dirname(os.path.abspath(out))
+    base = os.path.basename(os.path.abspath(out))
+    stale = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return stale
+    for name in names:
+        for kind in kinds:
+            prefix = f".{base}.{kind}-"
+            if not name.startswith(prefix):
+                continue
+            pid_text = name[len(prefix):].split("-", 1)[0]
+            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+                stale.append(os.path.join(parent, name))
+    return stale
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
 def staging_folder(out):
-    """A new empty folder beside ``out`` to build it in (unique: nothing is removed)."""
+    """A new empty folder beside ``out`` to build it in.
+
+    Its name holds this process's id, so a later run recognises (and removes) the staging
+    folders of runs that were killed, while those of a run still going are left alone.
+    """
+    import shutil
     import tempfile
 
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.partial-",
-                            dir=parent)
+    for stale in _stale_siblings(out):
+        logger.info("removing %s, left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)  # ours: named by this function
+    return tempfile.mkdtemp(
+        prefix=f".{os.path.basename(os.path.abspath(out))}.partial-{os.getpid()}-", dir=parent)
 
 
 def replace_folder(staging, out, is_ours, overwrite=False, what="output"):
@@ -163,7 +207,8 @@ def replace_folder(staging, out, is_ours, overwrite=False, what="output"):
         os.replace(staging, out)
         return out
     parent = os.path.dirname(os.path.abspath(out))
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.old-", dir=parent)
+    old = tempfile.mkdtemp(
+        prefix=f".{os.path.basename(os.path.abspath(out))}.old-{os.getpid()}-", dir=parent)
     os.rmdir(old)
     os.replace(out, old)
     try:

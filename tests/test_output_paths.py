@@ -134,3 +134,25 @@ def test_results_report_into_a_directory(tmp_path):
                             text=True, cwd=REPO, timeout=120)
     assert_one_line_error(result, tmp_path / "RESULTS.md")
     assert not partials(tmp_path)
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
+    from mowe.atomic import staging_folder
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)
+    out = tmp_path / "model"
+    killed = tmp_path / f".model.partial-{dead_pid}-abc"
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    running = tmp_path / ".model.partial-1-xyz"  # pid 1 runs: another run in progress
+    running.mkdir()
+    other = tmp_path / ".other.partial-999999999-x"  # not this output's
+    other.mkdir()
+
+    new = staging_folder(str(out))
+
+    assert not killed.exists()
+    assert running.exists() and other.exists()
+    assert os.path.basename(new).startswith(f".model.partial-{os.getpid()}-")
