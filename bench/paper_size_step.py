@@ -143,7 +143,7 @@ def model_folders(scale, workdir):
     """Folders holding each model's config, tokenizer or feature extractor, and tiny
     weights that ``random_weights`` never reads (SpeechBrain's lobe wants a weight file
     to recognise a Hugging Face folder)."""
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.utils.tiny_models import make_tiny_llama, make_tiny_whisper
 
     sizes = SCALES[scale]
     folders = {}

@@ -51,7 +51,7 @@ def parse_args():
 
 
 def build_models(workdir, small_llm):
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.utils.tiny_models import make_tiny_llama, make_tiny_whisper
 
     whisper = make_tiny_whisper(os.path.join(workdir, "whisper"), d_model=384, layers=4,
                                 heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536,
@@ -64,7 +64,7 @@ def build_models(workdir, small_llm):
 
 def spread_routing(mixture):
     """Make ``mixture`` route worst-case: indep -> encoder 0, dep -> spread over 1..M-1."""
-    from mowe.routing import RoutingDecision
+    from mowe.models.routers import RoutingDecision
 
     indep, dep = mixture.routers
     with torch.no_grad():
@@ -86,11 +86,11 @@ def spread_routing(mixture):
 def main():
     args = parse_args()
     logging.disable(logging.WARNING)
-    from mowe.adapters import LinearDownsampleAdapter
-    from mowe.encoders import SmallEncoder, WhisperEncoder
-    from mowe.llm import LanguageModel
-    from mowe.mixture import MixtureOfWeakEncoders
-    from mowe.model import AudioLLM
+    from mowe.models.adapters import LinearDownsampleAdapter
+    from mowe.models.encoders import SmallEncoder, WhisperEncoder
+    from mowe.models.llm import LanguageModel
+    from mowe.models.mixture import MixtureOfWeakEncoders
+    from mowe.models.audio_llm import AudioLLM
 
     torch.manual_seed(0)
     workdir = args.workdir or tempfile.mkdtemp(prefix="mowe_bench_")

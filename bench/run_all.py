@@ -161,7 +161,7 @@ def timed(fn, device):
 # ------------------------------------------------------------------------ models
 def model_dirs(args, workdir):
     """(whisper dir, llm dir, real): the bundled models, or random same-size ones."""
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.utils.tiny_models import make_tiny_llama, make_tiny_whisper
 
     whisper = os.path.join(args.pretrained_dir, "whisper-tiny.en")
     llm = os.path.join(args.pretrained_dir, "smollm2-135m-instruct")
@@ -199,9 +199,9 @@ def recipe_model(whisper, llm, workdir, quick):
 
 def llm_as_recipes_train(*models):
     """Put ``models``' frozen LLM weights in the dtype the recipes train them in
-    (``train_llm_dtype: auto``, :mod:`mowe.precision`); returns that dtype (float32
+    (``train_llm_dtype: auto``, :mod:`mowe.train.precision`); returns that dtype (float32
     where this CPU has no native bf16)."""
-    from mowe.precision import cast_frozen_parameters, training_llm_dtype
+    from mowe.train.precision import cast_frozen_parameters, training_llm_dtype
 
     dtype = training_llm_dtype("auto") or torch.float32
     for model in models:
@@ -276,8 +276,8 @@ def optimizer_for(model, fused=True):
 
 def with_plain_lora_dropout(model):
     """``model`` with peft's own ``nn.Dropout`` back in its LoRA layers (undoes
-    mowe.dropout.use_quarter_draw_dropout): the step before this round's CPU changes."""
-    from mowe.dropout import QuarterDrawDropout, lora_dropout_slots
+    mowe.models.dropout.use_quarter_draw_dropout): the step before this round's CPU changes."""
+    from mowe.models.dropout import QuarterDrawDropout, lora_dropout_slots
 
     for container, key, dropout in lora_dropout_slots(model):
         if isinstance(dropout, QuarterDrawDropout):
@@ -381,12 +381,12 @@ def run(args):
     warnings.filterwarnings("ignore")
     from routing_overhead import spread_routing
 
-    from mowe.adapters import LinearDownsampleAdapter
+    from mowe.models.adapters import LinearDownsampleAdapter
     from mowe.data.batching import decoding_order
-    from mowe.encoders import SmallEncoder, WhisperEncoder
-    from mowe.llm import LanguageModel
-    from mowe.mixture import MixtureOfWeakEncoders
-    from mowe.model import AudioLLM
+    from mowe.models.encoders import SmallEncoder, WhisperEncoder
+    from mowe.models.llm import LanguageModel
+    from mowe.models.mixture import MixtureOfWeakEncoders
+    from mowe.models.audio_llm import AudioLLM
 
     skip = set(filter(None, args.skip.split(",")))
     begun = time.perf_counter()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load on the inference server: throughput, latency and errors at several concurrencies.
 
-Starts ``python -m mowe.serve`` on 127.0.0.1 (and, with ``--compare_pythonpath DIR``, the
+Starts ``python -m mowe.inference.model_server`` on 127.0.0.1 (and, with ``--compare_pythonpath DIR``, the
 same command from another checkout of the toolkit, e.g. a git worktree of an older
 commit, one after the other on the same machine), then for each concurrency ``c`` runs
 ``c`` asyncio clients that send ``--requests`` chat requests in all, each with a real clip
@@ -58,7 +58,7 @@ def body(instruction, audio):
 
 def start_server(model, pythonpath, port, extra):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=pythonpath)
-    process = subprocess.Popen([sys.executable, "-m", "mowe.serve", "--model", model,
+    process = subprocess.Popen([sys.executable, "-m", "mowe.inference.model_server", "--model", model,
                                 "--port", str(port), "--stop_after", "3600", *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=env, cwd=pythonpath)
@@ -177,7 +177,7 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=64, help="requests per level")
     parser.add_argument("--timeout", type=float, default=300.0, help="per request, seconds")
     parser.add_argument("--compare_pythonpath", default=None,
-                        help="another checkout whose mowe.serve is measured the same way")
+                        help="another checkout whose mowe.inference.model_server is measured the same way")
     parser.add_argument("--check_answers", action="store_true",
                         help="compare every answer under load with the one sent alone")
     parser.add_argument("--server_args", nargs=argparse.REMAINDER, default=[],

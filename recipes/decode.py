@@ -4,7 +4,7 @@
 Usage: python recipes/decode.py HPARAMS.yaml --test_manifest=M --hyp_file=OUT.jsonl
        [--decode_config=conf/decode.yaml] [--beam_size=4 ...] [--key=value ...]
 
-Generation settings (``mowe.recipe.DECODE_OPTIONS``: beam_size, do_sample, temperature,
+Generation settings (``mowe.recipe.hparams.DECODE_OPTIONS``: beam_size, do_sample, temperature,
 top_k, top_p, repetition_penalty, length_penalty, no_repeat_ngram_size, max_new_tokens)
 come from ``--decode_config`` (a recipe's ``conf/decode.yaml``) and are overridden one
 by one on the command line; unset ones keep greedy search and the YAML's
@@ -23,7 +23,7 @@ one-by-one answers. ``HYP_FILE.ckpt`` records the checkpoint decoded with: hypot
 are moved to ``HYP_FILE.stale`` and decoding starts over.
 
 ``--feature_cache=DIR``: read the frozen base encoder's output from the features step's
-cache (``recipes/features.py``); clips it lacks are encoded live and counted.
+cache (``recipes/extract_features.py``); clips it lacks are encoded live and counted.
 
 Job arrays: ``--shard J/N`` decodes every N-th utterance (sorted ids) into
 ``HYP_FILE.shardJofN``; ``python recipes/decode.py --merge_shards N --hyp_file H
@@ -39,11 +39,11 @@ import sys
 import torch
 from tqdm import tqdm
 
-from mowe.atomic import OutputPathError, check_writable, write_text_atomic
-from mowe.features import FeatureCacheError, open_cache
-from mowe.recipe import dataset, decode_settings, load_recipe_hparams
-from mowe.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
-from mowe.threads import ThreadShare
+from mowe.utils.atomic import OutputPathError, check_writable, write_text_atomic
+from mowe.data.precomputed_features import FeatureCacheError, open_cache
+from mowe.recipe.hparams import dataset, decode_settings, load_recipe_hparams
+from mowe.train.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
+from mowe.train.threads import ThreadShare
 
 logger = logging.getLogger("mowe.decode")
 
@@ -138,7 +138,7 @@ def merge_shards(hyp_file, count, test_manifest):
 
 def main(argv):
     """Decode (or merge shards); an output path that cannot be written, or a checkpoint
-    file refused by :func:`mowe.resume.safe_load`, ends with one ``error:`` line."""
+    file refused by :func:`mowe.train.resume.safe_load`, ends with one ``error:`` line."""
     try:
         return decode(argv)
     except (OutputPathError, CheckpointFormatError, FeatureCacheError) as error:

@@ -10,7 +10,7 @@ data-dependent router sends to each weak encoder, as in the paper's Fig. 2; one
 ``<system>/expert_usage_valid.json`` (written in training) gives
 ``exp/TAG/expert_usage_<system>.png``: the share of each task's audio tokens each expert
 received on the validation set. RESULTS.md ends with the run's provenance
-(``mowe.provenance``: git commit and dirty flag, the run.sh commands, machine, wall time
+(``mowe.recipe.provenance``: git commit and dirty flag, the run.sh commands, machine, wall time
 per stage, library versions).
 """
 
@@ -19,12 +19,12 @@ import json
 import os
 import sys
 
-from mowe.atomic import OutputPathError, write_text_atomic
-from mowe.provenance import provenance_lines
+from mowe.utils.atomic import OutputPathError, write_text_atomic
+from mowe.recipe.provenance import provenance_lines
 from mowe.scoring.report import (WHISPER_RATIO_TARGET, comparison_table,
                                  whisper_reference_table)
-from mowe.scoring.routing import plot_routing, routing_shares
-from mowe.smoke import smoke_table
+from mowe.scoring.routing_shares import plot_routing, routing_shares
+from mowe.inference.smoke_check import smoke_table
 
 
 
@@ -87,7 +87,7 @@ def main(argv=None):
     if os.path.isfile(reference):
         lines += ["", "## ASR: the AudioLLM against its own Whisper's decoder", "",
                   "The base encoder's Whisper, decoding with its own decoder (stage 5, "
-                  "`python -m mowe.whisper_reference`), on the same ASR test clips: how much "
+                  "`python -m mowe.scoring.whisper_reference`), on the same ASR test clips: how much "
                   "of what the encoder knows reaches the LLM. Ratio = system WER / Whisper "
                   "WER (1.0: the LLM gets everything the encoder knows; the target on "
                   "free-form speech by held-out voices, `--size large`, is "
@@ -105,7 +105,7 @@ def main(argv=None):
         lines += ["", "## Sentences in no corpus (smoke check)", "",
                   "Sentences of `egs/synthetic/local/smoke_sentences.tsv`, spoken by voices "
                   "held out of training and transcribed by each system as `python -m "
-                  "mowe.infer` would (stage 5, `python -m mowe.smoke`); transcript (WER).", "",
+                  "mowe.inference.ask` would (stage 5, `python -m mowe.inference.smoke_check`); transcript (WER).", "",
                   smoke_table(smoke_rows).rstrip("\n")]
     lines += [""] + provenance_lines(args.exp)
     results = os.path.join(args.exp, "RESULTS.md")

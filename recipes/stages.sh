@@ -7,7 +7,7 @@
 # Stages: 0 provision pretrained models, 1 prepare data, 2 validate audio (then, as a
 #         second step of stage 2 with its own marker 2.features, the base encoder's
 #         features of every clip, computed once when the encoder is frozen and not
-#         augmented: recipes/features.py; use_features=false turns it off),
+#         augmented: recipes/extract_features.py; use_features=false turns it off),
 #         3 train each system, 4 decode, 5 score, 6 report, 7 pack (a self-contained
 #         model folder with a model card per system: exp/<tag>/packed/<system>).
 # Variables used: stage stop_stage tag train_config pretrained_dir data_dir ngpu
@@ -15,7 +15,7 @@
 #                 feature_dir (default $data_dir/features), feature_dtype (float32 or
 #                 float16), score_args (optional array:
 #                 extra `python -m mowe.scoring score` options, e.g. a judge), pack_args
-#                 (optional array: extra `python -m mowe.pack` options, e.g. --license,
+#                 (optional array: extra `python -m mowe.inference.pack` options, e.g. --license,
 #                 --dataset, --base_model, --push_to_hub REPO) and the function
 #                 system_overrides NAME, which sets the array system_args.
 #                 Optional: train_args / decode_args (strings of extra --key=value
@@ -28,7 +28,7 @@
 #                 beside it: how much of the encoder's knowledge reaches the LLM).
 #                 smoke_sentences (optional: an ID<TAB>VOICE<TAB>TEXT file of sentences
 #                 in no corpus; stage 5 then speaks them and every system transcribes
-#                 them, python -m mowe.smoke, marker 5.smoke, a table in the report).
+#                 them, python -m mowe.inference.smoke_check, marker 5.smoke, a table in the report).
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${python:-python}
@@ -136,7 +136,7 @@ stop_jobs() {
 # on to the running jobs (training checkpoints on SIGTERM). With the cores shared out,
 # once every system has started, each job that ends leaves its threads to the jobs still
 # running: the new share goes to $MOWE_THREAD_SHARE_FILE, which training and decoding
-# read between batches (mowe/threads.py).
+# read between batches (mowe/train/threads.py).
 for_each_system() {
   local function=$1 system jobs=$system_jobs threads="" count started=0 failed=""
   local pids=() names=() cores share_file="" share
@@ -234,7 +234,7 @@ elif [ "$ngpu" -gt 1 ]; then
 fi
 
 # Recipes on hub models set provision_command=() (nothing to provision offline).
-[ -n "${provision_command+x}" ] || provision_command=($python -m mowe.pretrained --out "${pretrained_dir:-pretrained}")
+[ -n "${provision_command+x}" ] || provision_command=($python -m mowe.provision.bundled_models --out "${pretrained_dir:-pretrained}")
 # A recipe may add a step that makes models of its own from the provisioned ones
 # (provision_extra_command, e.g. pretraining specialist weak encoders); it runs after.
 provision() {
@@ -277,7 +277,7 @@ extract_features() {
   for system in $systems; do
     system_overrides "$system"
     $decode_cmd JOB=1:"$nj" "$exp_dir/log/features_$system.JOB.log" $python \
-      "$recipes_dir/features.py" "$train_config" --output_folder="$exp_dir/$system" \
+      "$recipes_dir/extract_features.py" "$train_config" --output_folder="$exp_dir/$system" \
       --data_folder="$data_dir/clean" "${pretrained_args[@]}" "${decode_device_args[@]}" \
       "${system_args[@]}" --feature_cache="$feature_dir" --feature_dtype="$feature_dtype" \
       --shard JOB/"$nj"
@@ -322,7 +322,7 @@ whisper_reference_model=${whisper_reference_model:-}
 whisper_reference() {
   local out=$exp_dir/whisper_decoder device=cpu
   [ "$ngpu" -ge 1 ] && device=cuda
-  $decode_cmd "$exp_dir/log/whisper_reference.log" $python -m mowe.whisper_reference \
+  $decode_cmd "$exp_dir/log/whisper_reference.log" $python -m mowe.scoring.whisper_reference \
     --manifest "$data_dir/clean/test.json" --model "$whisper_reference_model" \
     --hyp_file "$out/hyps.jsonl" --device "$device"
   grep -h "^Whisper decoder (" "$exp_dir/log/whisper_reference.log" | sed 's/^/  /' || true
@@ -337,14 +337,14 @@ smoke_system() {
   local system=$1 device=cpu whisper_args=()
   [ "$ngpu" -ge 1 ] && device=cuda
   [ -n "$whisper_reference_model" ] && whisper_args=(--whisper_model "$whisper_reference_model")
-  $decode_cmd "$exp_dir/log/smoke_$system.log" $python -m mowe.smoke \
+  $decode_cmd "$exp_dir/log/smoke_$system.log" $python -m mowe.inference.smoke_check \
     --model "$exp_dir/$system" --sentences "$smoke_sentences" \
     --out "$exp_dir/$system/smoke" --device "$device" "${whisper_args[@]}"
   log "  $system: $(grep -h '^| all |' "$exp_dir/$system/smoke/smoke.md" || true)"
 }
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
 pack_system() {
-  $prep_cmd "$exp_dir/log/pack_$1.log" $python -m mowe.pack \
+  $prep_cmd "$exp_dir/log/pack_$1.log" $python -m mowe.inference.pack \
     --exp_dir "$exp_dir/$1" --out "$exp_dir/packed/$1" --overwrite \
     --routing_plot "$exp_dir/routing.png" --train_log "$exp_dir/log/train_$1.log" \
     --recipe_command "$recipe_command" "${pack_args[@]}"
@@ -377,7 +377,7 @@ fi
 if compgen -G "$model_dir/save/CKPT*" > /dev/null || [ -d "$exp_dir/packed/$last_system" ]; then
   model_dir=$(cd "$model_dir" && pwd)
   log "ask the $last_system model about audio ($model_dir):"
-  echo "  $python -m mowe.infer --model $model_dir CLIP.wav --instruction \"Transcribe the speech.\""
-  echo "  $python -m mowe.serve --model $model_dir --port 8000   # OpenAI-compatible API: http://127.0.0.1:8000/v1"
-  echo "  $python -m mowe.demo --model $model_dir                # browser demo (pip install -e .[demo])"
+  echo "  $python -m mowe.inference.ask --model $model_dir CLIP.wav --instruction \"Transcribe the speech.\""
+  echo "  $python -m mowe.inference.model_server --model $model_dir --port 8000   # OpenAI-compatible API: http://127.0.0.1:8000/v1"
+  echo "  $python -m mowe.inference.web_demo --model $model_dir                # browser demo (pip install -e .[demo])"
 fi

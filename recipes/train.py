@@ -9,7 +9,7 @@ The YAML provides ``model``, ``opt_class``, ``epoch_counter``, ``checkpointer``,
 ``save_folder``. Model-spec keys are overridden through the included spec, e.g.
 ``--spec "{mixture: null}"`` for the base-only baseline. ``--overrides_file=FILE``
 (repeatable) applies a YAML file of overrides first (the paper's table rows). A recipe's
-``conf/train.yaml`` may ``extends: SHARED.yaml`` (``mowe.recipe.expand_extends``).
+``conf/train.yaml`` may ``extends: SHARED.yaml`` (``mowe.recipe.hparams.expand_extends``).
 Curves: ``tensorboard --logdir <output_folder>/tensorboard`` (``dashboard`` hparam).
 
 Optional hparams: ``sorting`` (SpeechBrain's convention: ``random`` shuffles each epoch,
@@ -19,7 +19,7 @@ replacement, one epoch = as many draws as training clips) and ``init_from`` (a s
 folder of another run, e.g. the ASR-only first stage of two-stage training: its newest
 checkpoint initialises the model when this run has no checkpoint of its own).
 
-CTC warm-up (``mowe.ctc_warmup``): ``ctc_warmup_epochs: N`` first trains the audio front
+CTC warm-up (``mowe.train.ctc_warmup``): ``ctc_warmup_epochs: N`` first trains the audio front
 end for N epochs on the ``ctc_warmup_tasks`` clips (default ``[asr]``) with a CTC loss
 against the LLM's input embeddings (``ctc_warmup_lr``, ``ctc_warmup_batch_size``), its
 checkpoints in ``<save_folder>/ctc_warmup`` (resumed when interrupted, loaded when done;
@@ -27,7 +27,7 @@ skipped once the multitask run has checkpoints) and its log in
 ``<output_folder>/ctc_warmup_log.txt`` (validation CTC loss and greedy-CTC WER).
 
 Precomputed features: ``--feature_cache=DIR`` (the recipes' features step,
-``recipes/features.py``) makes the batches carry the frozen base encoder's cached output
+``recipes/extract_features.py``) makes the batches carry the frozen base encoder's cached output
 instead of running it; clips the cache lacks are encoded live and counted.
 
 Length-aware batching (``mowe.data.batching``), both deterministic per seed and epoch so
@@ -48,7 +48,7 @@ casts them to bfloat16 where the device multiplies bf16 natively (a CPU with AMX
 AVX512-BF16, a GPU with bf16) and they were built in float32; ``float32`` /
 ``bfloat16`` / ``float16`` cast them so; ``null`` leaves them as the model spec built
 them. LoRA and everything trained stay float32; decoding rebuilds the LLM from the spec
-(``mowe.precision``). The log says which dtype and why.
+(``mowe.train.precision``). The log says which dtype and why.
 
 Bad input: clips whose audio is missing, unreadable, empty or non-finite are skipped
 and counted; an optimizer step with a non-finite loss or gradients is skipped and
@@ -65,11 +65,11 @@ import sys
 import speechbrain as sb
 import torch
 
-from mowe.brain import MoWEBrain, NonFiniteLossError
-from mowe.ctc_warmup import run_ctc_warmup
-from mowe.features import FeatureCacheError, open_cache
-from mowe.precision import cast_frozen_parameters, native_bf16_reason, training_llm_dtype
-from mowe.recipe import dataset, load_recipe_hparams, pop_option
+from mowe.train.brain import MoWEBrain, NonFiniteLossError
+from mowe.train.ctc_warmup import run_ctc_warmup
+from mowe.data.precomputed_features import FeatureCacheError, open_cache
+from mowe.train.precision import cast_frozen_parameters, native_bf16_reason, training_llm_dtype
+from mowe.recipe.hparams import dataset, load_recipe_hparams, pop_option
 
 logger = logging.getLogger("mowe.train")
 
@@ -103,7 +103,7 @@ def initialise_from(model, folder, own_checkpointer):
     source = Checkpointer(folder, recoverables={"model": model})
     if source.find_checkpoint() is None:
         sys.exit(f"error: init_from folder {folder} holds no checkpoint")
-    from mowe.resume import CheckpointFormatError
+    from mowe.train.resume import CheckpointFormatError
 
     try:
         checkpoint = source.recover_if_possible()

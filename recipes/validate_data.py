@@ -27,10 +27,10 @@ from collections import Counter
 
 from tqdm import tqdm
 
-from mowe.atomic import OutputPathError, write_text_atomic
+from mowe.utils.atomic import OutputPathError, write_text_atomic
 from mowe.data import AudioError, ManifestError, load_audio
 from mowe.data.manifest import load_manifest_entries
-from mowe.tasks import TASKS
+from mowe.data.tasks import TASKS
 
 logger = logging.getLogger("mowe.validate")
 

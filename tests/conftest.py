@@ -16,7 +16,7 @@ MODEL_YAML = os.path.join(REPO, "recipes", "conf", "model", "audio_llm.yaml")
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Paths of a tiny random Whisper and a tiny random Llama (with tokenizer)."""
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.utils.tiny_models import make_tiny_llama, make_tiny_whisper
 
     root = tmp_path_factory.mktemp("tiny_models")
     return {
@@ -135,14 +135,19 @@ def drop_unimportable_lazy_modules():
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Before Hypothesis' own collection hook scans the imported modules."""
+    """Mark every test under tests/integration/ ``slow``; and, before Hypothesis' own
+    collection hook scans the imported modules, drop SpeechBrain's unimportable ones."""
+    integration = os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration")
+    for item in items:
+        if str(item.path).startswith(integration + os.sep):
+            item.add_marker(pytest.mark.slow)
     drop_unimportable_lazy_modules()
 
 
 @pytest.fixture(scope="session")
 def tiny_package(tmp_path_factory):
     """A tiny system trained by recipes/train.py, decoded by recipes/decode.py and packed
-    by ``python -m mowe.pack``: a dict with ``pretrained``, ``data`` (manifests),
+    by ``python -m mowe.inference.pack``: a dict with ``pretrained``, ``data`` (manifests),
     ``exp`` (experiment folder), ``package`` (packed folder), ``hyps`` (decode.py rows)."""
     import json
     import subprocess
@@ -151,7 +156,7 @@ def tiny_package(tmp_path_factory):
     import numpy as np
     import soundfile
 
-    from mowe.testing import make_tiny_llama, make_tiny_whisper
+    from mowe.utils.tiny_models import make_tiny_llama, make_tiny_whisper
 
     root = tmp_path_factory.mktemp("tiny_package")
     pretrained, data, exp = root / "pretrained", root / "data", root / "exp" / "mowe"
@@ -186,7 +191,7 @@ def tiny_package(tmp_path_factory):
                                 cwd=str(root), env=env, timeout=900)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     package = root / "packed" / "mowe"
-    result = subprocess.run([sys.executable, "-m", "mowe.pack", "--exp_dir", str(exp),
+    result = subprocess.run([sys.executable, "-m", "mowe.inference.pack", "--exp_dir", str(exp),
                              "--out", str(package), "--license", "apache-2.0",
                              "--dataset", "tiny-test"], capture_output=True, text=True,
                             cwd=str(root), env=env, timeout=900)
@@ -198,3 +203,35 @@ def tiny_package(tmp_path_factory):
         row["wav"] = manifest[row["id"]]["wav"]
     return {"root": root, "pretrained": pretrained, "data": data, "exp": exp,
             "package": package, "hyps": hyps, "pack_log": result.stderr}
+
+
+def padded_batch(audio_batch, tasks=("asr", "er", "aqa")):
+    """The ``audio_batch`` fixture as a SpeechBrain PaddedBatch of clips."""
+    from speechbrain.dataio.batch import PaddedBatch
+
+    wav, wav_lens, instructions, answers = audio_batch
+    rows = []
+    for i in range(wav.shape[0]):
+        length = int(round(float(wav_lens[i]) * wav.shape[1]))
+        rows.append({"id": f"utt{i}", "sig": wav[i, :length], "task": tasks[i],
+                     "instruction": instructions[i], "answer": answers[i]})
+    return PaddedBatch(rows)
+
+
+def make_brain(model, tmp_path=None, **hparams):
+    """A MoWEBrain on the CPU around ``model`` (Adam at 1e-2), with a checkpointer under
+    ``tmp_path`` if given."""
+    import speechbrain as sb
+    import torch
+
+    from mowe.train.brain import MoWEBrain
+
+    checkpointer = None
+    if tmp_path is not None:
+        checkpointer = sb.utils.checkpoints.Checkpointer(str(tmp_path / "ckpt"),
+                                                         recoverables={"model": model})
+    settings = {"mowe_loss_weight": 0.1}
+    settings.update(hparams)
+    return MoWEBrain(modules={"model": model},
+                     opt_class=lambda params: torch.optim.Adam(params, lr=1e-2),
+                     hparams=settings, run_opts={"device": "cpu"}, checkpointer=checkpointer)

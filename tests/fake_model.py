@@ -4,10 +4,10 @@ import threading
 import time
 from types import SimpleNamespace
 
-from mowe.inference import Answer
-from mowe.server.app import ServerState
-from mowe.server.batching import DynamicBatcher
-from mowe.server.protocol import Limits
+from mowe.inference.api import Answer
+from mowe.inference.server_app import ServerState
+from mowe.inference.request_batching import DynamicBatcher
+from mowe.inference.openai_protocol import Limits
 
 
 class EchoModel:

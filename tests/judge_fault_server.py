@@ -1,4 +1,4 @@
-"""A real judge server for tests: ``mowe.scoring.serve`` on a local model, with faults.
+"""A real judge server for tests: ``mowe.scoring.judge_server`` on a local model, with faults.
 
 ``python tests/judge_fault_server.py --model DIR`` prints ``READY <url>`` once it
 listens. Faults are keyed by markers in the prompt: ``SLOW-ONCE`` delays the first
@@ -13,8 +13,8 @@ import json
 import sys
 import threading
 
-from mowe.scoring.serve import LocalGenerator, create_app
-from mowe.server.http import run_server
+from mowe.scoring.judge_server import LocalGenerator, create_app
+from mowe.utils.http_server import run_server
 
 
 class Faults:

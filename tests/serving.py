@@ -1,4 +1,4 @@
-"""Helpers for tests that start ``python -m mowe.serve`` / ``python -m mowe.demo``: a
+"""Helpers for tests that start ``python -m mowe.inference.model_server`` / ``python -m mowe.inference.web_demo``: a
 subprocess on 127.0.0.1 that stops itself (``--stop_after``), and OpenAI-style requests."""
 
 import base64
@@ -63,9 +63,9 @@ class Process:
 
 
 def start_server(model, *extra):
-    """``python -m mowe.serve`` on a free port (stops itself after 15 min at most).
+    """``python -m mowe.inference.model_server`` on a free port (stops itself after 15 min at most).
     Returns ``(process, base_url)``."""
-    server = Process(["-m", "mowe.serve", "--model", str(model), "--port", "0",
+    server = Process(["-m", "mowe.inference.model_server", "--model", str(model), "--port", "0",
                       "--stop_after", "900", *extra])
     line = server.wait_for("serving ")
     url = line.split(" on ", 1)[1].split()[0]
@@ -88,7 +88,7 @@ def openai_client(url):
 
 
 class InThreadServer:
-    """An ASGI ``app`` served by uvicorn (``mowe.server.http.run_server``) on 127.0.0.1,
+    """An ASGI ``app`` served by uvicorn (``mowe.utils.http_server.run_server``) on 127.0.0.1,
     a free port, in a thread: ``port``, ``url``; stopped on exit. ``options`` go to
     ``run_server`` (limit_concurrency, header_timeout ...)."""
 
@@ -98,7 +98,7 @@ class InThreadServer:
         self.server = None
 
     def __enter__(self):
-        from mowe.server.http import run_server
+        from mowe.utils.http_server import run_server
 
         def started(host, port):
             self.port, self.url = port, f"http://{host}:{port}"

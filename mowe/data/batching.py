@@ -115,7 +115,7 @@ def llm_token_counts(model, dataset):
 
     Arguments
     ---------
-    model : mowe.model.AudioLLM
+    model : mowe.models.audio_llm.AudioLLM
         Gives the chat template, tokenizer and adapter.
     dataset : speechbrain.dataio.dataset.DynamicItemDataset
         Entries with ``instruction``, ``answer`` and ``duration``.

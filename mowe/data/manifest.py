@@ -18,7 +18,7 @@ import json
 import math
 import os
 
-from mowe.tasks import TASKS
+from mowe.data.tasks import TASKS
 
 REQUIRED_FIELDS = ("wav", "duration", "task", "instruction", "answer")
 
@@ -37,7 +37,7 @@ def entry_problems(entry, tasks=TASKS):
 
     Checks presence and type of every field training and decoding read: ``wav`` a
     non-empty string, ``duration`` a finite positive number, ``task`` one of ``tasks``
-    (default :data:`mowe.tasks.TASKS`; a recipe with tasks of its own passes them), ``instruction`` and ``answer`` non-empty strings,
+    (default :data:`mowe.data.tasks.TASKS`; a recipe with tasks of its own passes them), ``instruction`` and ``answer`` non-empty strings,
     optional ``start``/``stop`` numbers with ``0 <= start < stop``.
 
     Example
@@ -173,9 +173,9 @@ def make_dataset(path, replacements=None, sample_rate=16000, trim_seconds=None, 
         Read at most this many seconds of each clip (from its ``start``).
     tasks : tuple of str
         The task names entries may use (default: the toolkit's five).
-    feature_cache : mowe.features.FeatureCache, optional
+    feature_cache : mowe.data.precomputed_features.FeatureCache, optional
         Also give ``base_feats``: the clip's precomputed base-encoder features
-        (:class:`mowe.features.CachedFeatures`), or None when the cache lacks the clip
+        (:class:`mowe.data.precomputed_features.CachedFeatures`), or None when the cache lacks the clip
         (the model then encodes it live and counts the miss).
     """
     import speechbrain as sb

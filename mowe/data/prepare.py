@@ -33,7 +33,7 @@ from math import gcd
 
 import numpy as np
 
-from mowe.atomic import OutputPathError, write_text_atomic
+from mowe.utils.atomic import OutputPathError, write_text_atomic
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")

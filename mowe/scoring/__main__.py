@@ -20,8 +20,8 @@ import logging
 import os
 import sys
 
-from mowe.atomic import OutputPathError, check_writable, write_text_atomic
-from mowe.scoring.tasks import (HypothesisFileError, read_hypotheses, score_rows,
+from mowe.utils.atomic import OutputPathError, check_writable, write_text_atomic
+from mowe.scoring.task_metrics import (HypothesisFileError, read_hypotheses, score_rows,
                                 warn_unknown_tasks)
 
 OUTPUT_NAMES = ("scores.json", "items.jsonl", "scores.md")
@@ -155,7 +155,7 @@ def whisper_reference_section(reference, runs, systems):
 
     from mowe.scoring.report import whisper_reference_rows
 
-    lines = ["ASR against the base Whisper's own decoder (`python -m mowe.whisper_reference`) "
+    lines = ["ASR against the base Whisper's own decoder (`python -m mowe.scoring.whisper_reference`) "
              "on the same clips; ratio = system WER / Whisper WER, mean over seeds:", "",
              "| system | seeds | Whisper decoder WER % | system WER % | ratio |",
              "|---|---|---|---|---|"]
@@ -178,7 +178,7 @@ def whisper_reference_section(reference, runs, systems):
 
 
 def cmd_study(args):
-    from mowe.scoring.routing import plot_routing
+    from mowe.scoring.routing_shares import plot_routing
     from mowe.scoring.study import StudyError, study_markdown, summarise
 
     try:
@@ -206,7 +206,7 @@ def cmd_study(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m mowe.scoring", description=__doc__,
+    parser = argparse.ArgumentParser(prog="mowe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     score = sub.add_parser("score", help="score one hypothesis file",
@@ -259,7 +259,7 @@ def main(argv=None):
                        help="report the (run, system) pairs scored so far and list the "
                             "others (a sweep still running) instead of refusing")
     study.add_argument("--whisper_reference", help="hypotheses of the base Whisper's own "
-                       "decoder (python -m mowe.whisper_reference): adds each system's ASR "
+                       "decoder (python -m mowe.scoring.whisper_reference): adds each system's ASR "
                        "WER beside it")
     study.add_argument("--out", help="write the markdown here, the numbers as .json beside "
                        "it and routing_<system>.png in its folder")

@@ -2,7 +2,7 @@
 
 A prompt template is filled per item and sent to a judge backend: a local Hugging Face
 model (:class:`HFJudge`) or any OpenAI-compatible server (:class:`OpenAIJudge`: vLLM
-serving Llama-3-70B-Instruct, as AudioBench does, or ``python -m mowe.scoring.serve``).
+serving Llama-3-70B-Instruct, as AudioBench does, or ``python -m mowe.scoring.judge_server``).
 Templates (:data:`TEMPLATES`) are named or given as a file with ``{question}``,
 ``{reference}`` and ``{answer}`` fields:
 
@@ -203,11 +203,11 @@ class HFJudge:
     concurrency = 1
 
     def __init__(self, model_dir, max_new_tokens=128, device="cpu"):
-        from mowe.scoring.serve import LocalGenerator
+        from mowe.scoring.judge_server import LocalGenerator
 
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"judge model folder {model_dir} does not exist "
-                                    "(python -m mowe.pretrained --out DIR provides SmolLM2)")
+                                    "(python -m mowe.provision.bundled_models --out DIR provides SmolLM2)")
         self.generator = LocalGenerator(model_dir, device, max_new_tokens)
         self.id = f"hf:{os.path.abspath(model_dir)}:{max_new_tokens}"
 
@@ -232,7 +232,7 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class OpenAIJudge:
-    """Any OpenAI-compatible server as judge (vLLM, ``python -m mowe.scoring.serve``...).
+    """Any OpenAI-compatible server as judge (vLLM, ``python -m mowe.scoring.judge_server``...).
 
     Requests go through the standard library: one JSON POST per item does not justify
     another client dependency, and this keeps retries and timeouts explicit. The API key
@@ -256,7 +256,7 @@ class OpenAIJudge:
     concurrency : int
         Requests in flight at once.
     api_key : str, optional
-        Bearer token (default ``$OPENAI_API_KEY`` when set; for ``mowe.scoring.serve
+        Bearer token (default ``$OPENAI_API_KEY`` when set; for ``mowe.scoring.judge_server
         --api_key KEY``, the same KEY).
     max_tokens : int
     """

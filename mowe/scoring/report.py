@@ -3,7 +3,7 @@
 import json
 import os
 
-from mowe.scoring.tasks import LOWER_IS_BETTER
+from mowe.scoring.task_metrics import LOWER_IS_BETTER
 
 METRIC_LABELS = {
     "wer": "WER %", "wer_plain": "plain WER %", "accuracy": "accuracy %",
@@ -103,8 +103,8 @@ def comparison_table(named_scores, metrics=None, trivial=True):
 
 def _asr_pairs(hyp_file):
     """``{id: (hyp, ref)}`` of the ASR rows of a hypothesis file (read and validated by
-    :func:`mowe.scoring.tasks.read_hypotheses`)."""
-    from mowe.scoring.tasks import read_hypotheses
+    :func:`mowe.scoring.task_metrics.read_hypotheses`)."""
+    from mowe.scoring.task_metrics import read_hypotheses
 
     return {row["id"]: (row["hyp"] or "", row["ref"][0] if isinstance(row["ref"], list)
                         else row["ref"])
@@ -143,7 +143,7 @@ def whisper_reference_table(reference_hyp_file, system_hyp_files):
     Parameters
     ----------
     reference_hyp_file : str
-        ``python -m mowe.whisper_reference``'s hypotheses.
+        ``python -m mowe.scoring.whisper_reference``'s hypotheses.
     system_hyp_files : dict
         system name -> its ``hyps.jsonl``.
 

@@ -30,8 +30,8 @@ from collections import defaultdict
 import numpy as np
 
 from mowe.scoring.report import format_value, metric_label
-from mowe.scoring.routing import routing_shares
-from mowe.scoring.tasks import LOWER_IS_BETTER
+from mowe.scoring.routing_shares import routing_shares
+from mowe.scoring.task_metrics import LOWER_IS_BETTER
 
 # Per task: the primary metric and the per-clip fields that make it (numerator,
 # denominator: the corpus metric is sum(numerator) / sum(denominator), 1 per clip when

@@ -4,14 +4,14 @@ import argparse
 import logging
 import sys
 
-from mowe.atomic import OutputPathError
+from mowe.utils.atomic import OutputPathError
 from mowe.synth.corpus import SIZES, generate_corpus, merge_shards
 from mowe.synth.speech import SpeechSynthesisError
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m mowe.synth",
+        prog="mowe synth",
         description="Write the offline synthetic 5-task corpus (ASR, ER, AQA, SQA, AC): "
                     "16 kHz wavs and train/valid/test manifests.")
     parser.add_argument("--out", required=True, help="output folder")

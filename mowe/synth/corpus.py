@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-from mowe.atomic import write_text_atomic
+from mowe.utils.atomic import write_text_atomic
 from mowe.synth import scenes, speech, text
-from mowe.tasks import TASKS  # re-exported by mowe.synth
+from mowe.data.tasks import TASKS  # re-exported by mowe.synth
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def generate_corpus(out, size="tiny", seed=0, jobs=None, progress=True, shard=No
 
 
 def _write_json(path, entries):
-    """Write a manifest atomically (:func:`mowe.atomic.write_text_atomic`)."""
+    """Write a manifest atomically (:func:`mowe.utils.atomic.write_text_atomic`)."""
     write_text_atomic(path, json.dumps(entries, indent=1, sort_keys=True))
 
 

@@ -31,7 +31,7 @@ except ImportError:  # not installed: use the checkout this script belongs to
 
 from mowe.data import prepare as prep
 from mowe.data.instructions import draw_instruction
-from mowe.tasks import TASKS
+from mowe.data.tasks import TASKS
 
 
 def parse_args(argv=None):

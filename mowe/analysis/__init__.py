@@ -1,0 +1,1 @@
+"""Analysis of trained models: routing diagnostics and linear probes."""

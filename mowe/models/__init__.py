@@ -1,0 +1,1 @@
+"""The model: routers, the weak-encoder mixture, encoders, adapters, the LLM and the AudioLLM."""

@@ -1,0 +1,1 @@
+"""Offline provisioning of pretrained models: conversions of the bundled small models."""

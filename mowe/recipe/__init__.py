@@ -1,0 +1,1 @@
+"""Recipe machinery: hyperparameter files with overrides, the job launcher, provenance."""

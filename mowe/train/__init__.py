@@ -1,0 +1,1 @@
+"""Training: SpeechBrain's Brain for the AudioLLM, checkpoints, resuming, precision, logging."""

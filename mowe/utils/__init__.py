@@ -1,0 +1,1 @@
+"""Utilities: atomic output files, the HTTP server base, tiny test models, the self-check."""
