@@ -38,7 +38,7 @@ def worker(connection, model_dirs, workdir, quick, manifest, seed, steps):
 
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
-    from run_all import (audio_batch, corpus_like, llm_as_recipes_train, optimizer_for,
+    from bench_common import (audio_batch, corpus_like, llm_as_recipes_train, optimizer_for,
                          recipe_model, train_step)
 
     from mowe.data.precomputed_features import CachedFeatures
@@ -127,7 +127,7 @@ def measure(model_dirs, workdir, quick=False, manifest=None, rounds=3, steps=6):
 
 
 def main(argv=None):
-    from run_all import model_dirs, quantiles
+    from bench_common import model_dirs, quantiles
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -54,7 +54,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from run_all import gemm_flops_per_s, timed  # noqa: E402  (bench/ is not a package)
+from bench_common import gemm_flops_per_s, timed  # noqa: E402  (bench/ is not a package)
 
 # Architectures (Hugging Face config fields) of the paper's models, and a tiny stand-in.
 SCALES = {

@@ -18,20 +18,14 @@ Example
 """
 
 import argparse
-import concurrent.futures
 import csv
 import io
 import json
 import logging
 import os
 import random
-import shutil
-import subprocess
 import sys
 from collections import Counter
-from math import gcd
-
-import numpy as np
 
 from mowe.utils.atomic import OutputPathError, write_text_atomic
 
@@ -74,6 +68,16 @@ def activate_shard(text):
         raise argparse.ArgumentTypeError(f"shard {index} of {count} does not exist")
     _SHARD = (index, count)
     return _SHARD
+
+
+def active_shard():
+    """The ``(J, N)`` of ``--shard J/N`` in this run, or None (see :func:`activate_shard`)."""
+    return _SHARD
+
+
+def one_line(error):
+    """An exception's message on one line (its type's name when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def add_common_arguments(parser):
@@ -295,265 +299,6 @@ def write_splits(save_folder, corpus_splits, corpus_entries, audiobench_entries)
     report.write(save_folder)
 
 
-# ----------------------------------------------------------------------------- durations
-
-class DurationFilter:
-    """Keeps items whose duration lies in ``[min_duration, max_duration]`` seconds.
-
-    Parameters
-    ----------
-    min_duration, max_duration : float, optional
-        ``None`` means no bound.
-    """
-
-    def __init__(self, min_duration=None, max_duration=None):
-        if (min_duration is not None and max_duration is not None
-                and min_duration > max_duration):
-            raise PrepareError(f"--min_duration {min_duration} is larger than "
-                               f"--max_duration {max_duration}")
-        self.min_duration = min_duration
-        self.max_duration = max_duration
-
-    @classmethod
-    def from_args(cls, args):
-        """The filter of the parsed ``--min_duration`` and ``--max_duration``."""
-        return cls(args.min_duration, args.max_duration)
-
-    def reason(self, duration):
-        """Why ``duration`` is out of range (a skip reason), or ``None`` if it is kept.
-
-        >>> keep = DurationFilter(min_duration=0.5, max_duration=30)
-        >>> keep.reason(12.0) is None, keep.reason(31.5)
-        (True, 'too long: 31.50 s > 30 s')
-        """
-        if duration <= 0:
-            return "empty audio: 0 s"
-        if self.min_duration is not None and duration < self.min_duration:
-            return f"too short: {duration:.2f} s < {self.min_duration} s"
-        if self.max_duration is not None and duration > self.max_duration:
-            return f"too long: {duration:.2f} s > {self.max_duration} s"
-        return None
-
-
-def audio_duration(path):
-    """Duration of an audio file in seconds, from its header (``soundfile.info``).
-
-    Raises
-    ------
-    AudioReadError
-        Missing or unreadable file (message ``cannot read audio: ...``).
-    """
-    import soundfile
-
-    try:
-        info = soundfile.info(path)
-    except Exception as error:  # soundfile raises several types for damaged files
-        raise AudioReadError(f"cannot read audio: {os.path.basename(path)}: "
-                             f"{_one_line(error)}") from error
-    if info.samplerate <= 0:
-        raise AudioReadError(f"cannot read audio: {os.path.basename(path)}: no sample rate")
-    return info.frames / info.samplerate
-
-
-def _one_line(error):
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _duration_or_error(path):
-    try:
-        return audio_duration(path)
-    except AudioReadError as error:
-        return error
-
-
-def measure_durations(paths, jobs=1, desc="durations"):
-    """Durations of many files, read in parallel.
-
-    Returns
-    -------
-    dict
-        ``{path: float seconds or AudioReadError}``.
-    """
-    unique = list(dict.fromkeys(paths))
-    results = run_parallel(_duration_or_error, unique, jobs, desc)
-    return dict(zip(unique, results))
-
-
-def checked_duration(duration, duration_filter):
-    """``(duration, None)`` when usable, else ``(None, skip reason)``.
-
-    ``duration`` is a float or an :class:`AudioReadError` from :func:`measure_durations`.
-    """
-    if isinstance(duration, Exception):
-        return None, str(duration)
-    reason = duration_filter.reason(duration)
-    return (None, reason) if reason else (duration, None)
-
-
-# ----------------------------------------------------------------------------- parallel work
-
-_NOT_SHARDED = object()
-
-
-def run_parallel(function, items, jobs=1, desc=None, other_shard_result=_NOT_SHARDED):
-    """``[function(item) for item in items]`` on ``jobs`` threads, with a progress bar.
-
-    Threads suit the work here: ffmpeg subprocesses and libsndfile I/O release the GIL.
-    Resumable audio work passes ``other_shard_result``: a run with ``--shard J/N`` then
-    does only items J, J+N, ... and returns ``other_shard_result`` for the rest.
-    """
-    from tqdm import tqdm
-
-    items = list(items)
-    if _SHARD is not None and other_shard_result is not _NOT_SHARDED:
-        index, count = _SHARD
-        mine = list(range(index - 1, len(items), count))
-        done = run_parallel(function, [items[i] for i in mine], jobs, desc)
-        results = [other_shard_result] * len(items)
-        for position, result in zip(mine, done):
-            results[position] = result
-        return results
-    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not desc or not items,
-               file=sys.stderr, mininterval=1.0)
-    try:
-        if jobs <= 1 or len(items) <= 1:
-            results = []
-            for item in items:
-                results.append(function(item))
-                bar.update()
-            return results
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(function, item) for item in items]
-            for _ in concurrent.futures.as_completed(futures):
-                bar.update()
-            return [future.result() for future in futures]
-    finally:
-        bar.close()
-
-
-def is_readable_audio(path):
-    """Whether ``path`` exists and soundfile reads a non-empty header from it."""
-    if not os.path.isfile(path):
-        return False
-    try:
-        return audio_duration(path) > 0
-    except AudioReadError:
-        return False
-
-
-def require_ffmpeg():
-    """The path of ``ffmpeg``, or :class:`PrepareError` saying how to install it."""
-    path = shutil.which("ffmpeg")
-    if path is None:
-        raise PrepareError("ffmpeg not found on PATH (install it, e.g. `apt-get install ffmpeg`)")
-    return path
-
-
-def _ffmpeg_to_wav(job):
-    """Convert one file; return ``None`` or an error message. Skips readable outputs."""
-    source, target = job
-    if is_readable_audio(target):
-        return None
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    partial = f"{target}.partial"
-    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-               "-i", source, "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
-               "-c:a", "pcm_s16le", "-f", "wav", partial]
-    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, errors="replace")
-    if result.returncode != 0 or not is_readable_audio(partial):
-        if os.path.exists(partial):
-            os.remove(partial)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        detail = lines[-1].strip() if lines else f"exit status {result.returncode}"
-        return f"ffmpeg failed: {os.path.basename(source)}: {detail}"
-    os.replace(partial, target)
-    return None
-
-
-def convert_to_wav(pairs, jobs=1, desc="ffmpeg"):
-    """Convert audio (or the audio track of a video) to 16 kHz mono 16-bit wav.
-
-    Parallel (``jobs`` ffmpeg processes) and resumable: targets that exist and are
-    readable are kept; each conversion writes ``<target>.partial`` and renames it.
-
-    Parameters
-    ----------
-    pairs : list of (str, str)
-        ``(source, target)`` paths.
-
-    Returns
-    -------
-    dict
-        ``{target: None on success, or the error message}``.
-    """
-    require_ffmpeg()
-    pairs = list(pairs)
-    errors = run_parallel(_ffmpeg_to_wav, pairs, jobs, desc,
-                          other_shard_result="converted by another shard job")
-    return {target: error for (_, target), error in zip(pairs, errors)}
-
-
-def resample(signal, rate, target_rate=SAMPLE_RATE):
-    """Resample a 1-D float signal with a polyphase filter (scipy)."""
-    if rate == target_rate:
-        return signal
-    from scipy.signal import resample_poly
-
-    divisor = gcd(int(rate), int(target_rate))
-    return resample_poly(signal, target_rate // divisor, rate // divisor).astype(np.float32)
-
-
-def read_mono(path, target_rate=SAMPLE_RATE):
-    """A file as a mono float32 signal at ``target_rate``.
-
-    Raises
-    ------
-    AudioReadError
-    """
-    import soundfile
-
-    try:
-        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as error:
-        raise AudioReadError(f"cannot read audio: {os.path.basename(path)}: "
-                             f"{_one_line(error)}") from error
-    return resample(data.mean(axis=1), rate, target_rate)
-
-
-def write_wav_atomic(path, signal, rate=SAMPLE_RATE):
-    """Write a 16-bit wav through ``<path>.partial`` and a rename."""
-    import soundfile
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
-    soundfile.write(partial, np.clip(signal, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
-    os.replace(partial, path)
-    return path
-
-
-def concatenate_to_wav(sources, target):
-    """Concatenate audio files (in the given order) into one 16 kHz mono wav.
-
-    Resumable: an existing readable ``target`` is kept.
-
-    Returns
-    -------
-    float
-        Duration of ``target`` in seconds.
-
-    Raises
-    ------
-    AudioReadError
-        A source that cannot be read (nothing is written then).
-    """
-    if is_readable_audio(target):
-        return audio_duration(target)
-    signal = np.concatenate([read_mono(path) for path in sources])
-    write_wav_atomic(target, signal)
-    return len(signal) / SAMPLE_RATE
-
-
 # ----------------------------------------------------------------------------- input files
 
 def read_csv(path, required_columns, encodings=("utf-8-sig", "cp1252")):
@@ -602,7 +347,7 @@ def read_json(path, what):
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PrepareError(f"{what} {path} is not valid JSON: {_one_line(error)}") from error
+        raise PrepareError(f"{what} {path} is not valid JSON: {one_line(error)}") from error
 
 
 def index_files(root, suffixes):
@@ -632,145 +377,3 @@ def split_of_path(path, root, keywords):
             if any(word in folder for word in words):
                 return split
     return None
-
-
-# ----------------------------------------------------------------------------- AudioBench
-
-def load_audiobench_test(path):
-    """An AudioBench test set saved with ``datasets`` (``datasets.load_from_disk``).
-
-    Raises
-    ------
-    PrepareError
-        Missing folder, ``datasets`` not installed, or a folder it cannot load.
-    """
-    require_folder(path, "AudioBench test set folder")
-    try:
-        import datasets
-    except ImportError as error:
-        raise PrepareError("--audiobench_test needs the `datasets` package: "
-                           "pip install datasets") from error
-    try:
-        dataset = datasets.load_from_disk(path)
-    except Exception as error:
-        raise PrepareError(f"cannot load the AudioBench test set {path} with "
-                           f"datasets.load_from_disk: {_one_line(error)}") from error
-    if isinstance(dataset, dict):  # a DatasetDict: one split is wanted
-        names = list(dataset.keys())
-        if len(names) != 1:
-            raise PrepareError(f"{path} holds several splits ({', '.join(names)}); "
-                               "point --audiobench_test at one of them")
-        dataset = dataset[names[0]]
-    missing = [c for c in ("context", "answer") if c not in dataset.column_names]
-    if missing:
-        raise PrepareError(f"{path} lacks the AudioBench column(s) {', '.join(missing)} "
-                           f"(has: {', '.join(dataset.column_names)})")
-    if isinstance(dataset.features.get("context"), datasets.Audio):
-        # The encoded bytes, decoded here with soundfile: recent `datasets` releases
-        # decode Audio columns through torchcodec, which this stack does not need.
-        dataset = dataset.cast_column("context", datasets.Audio(decode=False))
-    return dataset
-
-
-def _text_of(value):
-    """A text field that may be a plain string or a ``{"text": ...}`` dict."""
-    if isinstance(value, dict):
-        value = value.get("text", "")
-    return "" if value is None else str(value).strip()
-
-
-def _audio_of(context):
-    """``(array, sampling_rate)`` of a ``context`` audio cell: decoded
-    (``{"array", "sampling_rate"}``, possibly nested under ``"audio"``) or encoded
-    (``{"bytes", "path"}``, an Audio column read with ``decode=False``)."""
-    if isinstance(context, dict) and "array" not in context and "audio" in context:
-        context = context["audio"]
-    if isinstance(context, dict) and "array" not in context and (
-            context.get("bytes") or context.get("path")):
-        import soundfile
-
-        source = io.BytesIO(context["bytes"]) if context.get("bytes") else context["path"]
-        try:
-            array, rate = soundfile.read(source, dtype="float32", always_2d=True)
-        except (RuntimeError, OSError, soundfile.LibsndfileError) as error:
-            raise AudioReadError(f"cannot decode audio: {_one_line(error)}") from error
-        return array.mean(axis=1), int(rate)
-    if not isinstance(context, dict) or "array" not in context:
-        raise AudioReadError("cannot read audio: context has no audio array")
-    if context.get("sampling_rate") is None:
-        raise AudioReadError("cannot read audio: context has no sampling_rate")
-    array = np.asarray(context["array"], dtype=np.float32)
-    if array.ndim > 1:
-        array = array.mean(axis=-1 if array.shape[-1] < array.shape[0] else 0)
-    return array, int(context["sampling_rate"])
-
-
-def audiobench_entries(rows, save_folder, task, report, duration_filter,
-                       instruction=None, answer=None, extra=None, split="test"):
-    """Manifest entries of AudioBench rows; their audio is written as 16 kHz wavs.
-
-    Parameters
-    ----------
-    rows : iterable of dict
-        Rows with ``context`` (``{"array", "sampling_rate"}``), ``instruction`` and
-        ``answer``, as in the AudioBench test sets.
-    save_folder : str
-        Audio goes to ``save_folder/wav/audiobench_test/ab_<index>.wav``.
-    task : str
-        Task name of the entries.
-    report : SkipReport
-        Receives unusable rows.
-    duration_filter : DurationFilter
-    instruction : callable, optional
-        ``instruction(row_instruction) -> str``; default: the row's instruction.
-    answer : callable, optional
-        ``answer(row_answer) -> str``; default: the row's answer.
-    extra : callable, optional
-        ``extra(answer) -> dict`` of additional fields.
-
-    Returns
-    -------
-    dict
-        ``{id: entry}``.
-    """
-    from tqdm import tqdm
-
-    folder = os.path.join(save_folder, "wav", AUDIOBENCH_FOLDER)
-    entries = {}
-    total = len(rows) if hasattr(rows, "__len__") else None
-    for index, row in enumerate(tqdm(rows, total=total, desc="AudioBench test",
-                                     unit="item", file=sys.stderr, mininterval=1.0)):
-        item_id = f"ab_{index:06d}"
-        row_answer = _text_of(row.get("answer"))
-        row_instruction = _text_of(row.get("instruction"))
-        if not row_answer:
-            report.skip(split, item_id, "empty answer")
-            continue
-        try:
-            signal, rate = _audio_of(row.get("context"))
-        except AudioReadError as error:
-            report.skip(split, item_id, str(error))
-            continue
-        signal = resample(signal, rate)
-        duration, reason = checked_duration(len(signal) / SAMPLE_RATE, duration_filter)
-        if reason:
-            report.skip(split, item_id, reason)
-            continue
-        text = instruction(row_instruction) if instruction else row_instruction
-        if not text:
-            report.skip(split, item_id, "empty instruction")
-            continue
-        path = write_wav_atomic(os.path.join(folder, f"{item_id}.wav"), signal)
-        final_answer = answer(row_answer) if answer else row_answer
-        entries[item_id] = make_entry(path, duration, task, text, final_answer,
-                                      source="audiobench",
-                                      **(extra(row_answer) if extra else {}))
-    return entries
-
-
-def prepare_audiobench_test(args, task, report, **fields):
-    """Load ``args.audiobench_test`` and return its entries (see :func:`audiobench_entries`)."""
-    rows = load_audiobench_test(args.audiobench_test)
-    logger.info("test: AudioBench test set %s (%d rows)", args.audiobench_test, len(rows))
-    return audiobench_entries(rows, os.path.abspath(args.save_folder), task, report,
-                              DurationFilter.from_args(args), **fields)

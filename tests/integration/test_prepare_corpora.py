@@ -18,6 +18,8 @@ import pytest
 import soundfile
 
 from mowe.data import prepare as prep
+from mowe.data import prepare_audio as prep_audio
+from mowe.data import audiobench
 from mowe.data.instructions import INSTRUCTIONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -562,12 +564,12 @@ def test_skip_report_and_duration_filter(tmp_path):
     path = report.write(str(tmp_path))
     assert json.load(open(path))["splits"]["train"]["reasons"] == \
         {"cannot read audio": 2, "missing flac": 1}
-    durations = prep.DurationFilter(1.0, 5.0)
+    durations = prep_audio.DurationFilter(1.0, 5.0)
     assert durations.reason(3.0) is None
     assert durations.reason(0.5).startswith("too short")
     assert durations.reason(6.0).startswith("too long")
     with pytest.raises(prep.PrepareError):
-        prep.DurationFilter(5.0, 1.0)
+        prep_audio.DurationFilter(5.0, 1.0)
 
 
 def test_manifest_is_written_atomically(tmp_path):
@@ -583,14 +585,14 @@ def test_convert_to_wav_is_resumable(tmp_path):
     source = tone(tmp_path / "in.flac", 0.5, rate=44100)
     bad = corrupt(tmp_path / "bad.flac")
     target, failed = str(tmp_path / "o" / "in.wav"), str(tmp_path / "o" / "bad.wav")
-    result = prep.convert_to_wav([(source, target), (bad, failed)], jobs=2, desc=None)
+    result = prep_audio.convert_to_wav([(source, target), (bad, failed)], jobs=2, desc=None)
     assert result[target] is None and result[failed].startswith("ffmpeg failed: bad.flac")
     assert not os.path.exists(failed) and not os.path.exists(failed + ".partial")
     info = soundfile.info(target)
     assert (info.samplerate, info.channels) == (16000, 1)
     assert info.duration == pytest.approx(0.5, abs=0.01)
     stamp = os.stat(target).st_mtime_ns
-    assert prep.convert_to_wav([(source, target)], desc=None) == {target: None}
+    assert prep_audio.convert_to_wav([(source, target)], desc=None) == {target: None}
     assert os.stat(target).st_mtime_ns == stamp
 
 
@@ -605,8 +607,8 @@ def test_audiobench_rows_become_wavs_and_entries(tmp_path):
          "instruction": "x", "answer": ""},
     ]
     report = prep.SkipReport()
-    entries = prep.audiobench_entries(rows, str(tmp_path), "aqa", report,
-                                      prep.DurationFilter(), answer=str.lower,
+    entries = audiobench.audiobench_entries(rows, str(tmp_path), "aqa", report,
+                                      prep_audio.DurationFilter(), answer=str.lower,
                                       extra=lambda answer: {"raw": answer})
     assert sorted(entries) == ["ab_000000", "ab_000001"]
     first = entries["ab_000000"]
@@ -622,7 +624,7 @@ def test_audiobench_rows_become_wavs_and_entries(tmp_path):
 def test_audiobench_without_datasets_package_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     with pytest.raises(prep.PrepareError, match="pip install datasets"):
-        prep.load_audiobench_test(str(tmp_path))
+        audiobench.load_audiobench_test(str(tmp_path))
 
 
 def test_audiobench_test_split_from_load_from_disk(tmp_path):

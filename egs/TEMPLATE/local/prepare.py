@@ -30,6 +30,7 @@ except ImportError:  # not installed: use the checkout this script belongs to
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
 from mowe.data import prepare as prep
+from mowe.data import prepare_audio as prep_audio
 from mowe.data.instructions import draw_instruction
 from mowe.data.tasks import TASKS
 
@@ -91,7 +92,7 @@ def main(argv=None):
     args = parse_args(argv)
     data_folder = prep.require_folder(args.data_folder, "--data_folder")
     splits = assign_splits(read_items(data_folder), args.held_out)
-    duration_filter = prep.DurationFilter.from_args(args)
+    duration_filter = prep_audio.DurationFilter.from_args(args)
 
     def corpus_entries(split, report):
         rng = prep.split_rng(args.seed, split)
@@ -101,11 +102,11 @@ def main(argv=None):
                 usable.append(item)
             else:
                 report.skip(split, item[0], f"missing audio: {os.path.basename(item[1])}")
-        durations = prep.measure_durations([item[1] for item in usable], args.jobs,
+        durations = prep_audio.measure_durations([item[1] for item in usable], args.jobs,
                                            desc=f"{split} durations")
         entries = {}
         for utt_id, path, answer, instruction, _ in usable:
-            duration, reason = prep.checked_duration(durations[path], duration_filter)
+            duration, reason = prep_audio.checked_duration(durations[path], duration_filter)
             if reason:
                 report.skip(split, utt_id, reason)
                 continue

@@ -34,6 +34,8 @@ except ImportError:  # not installed: use the checkout this script belongs to
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
 from mowe.data import prepare as prep
+from mowe.data import prepare_audio as prep_audio
+from mowe.data import audiobench
 from mowe.data.instructions import draw_instruction
 
 TASK = "ac"
@@ -113,9 +115,9 @@ def split_entries(split, csv_path, args, report):
     if missing:
         prep.logger.warning("%s: %d of %d clips missing (listed under missing_clips in %s)",
                             split, len(missing), len(clips), prep.REPORT_NAME)
-    durations = prep.measure_durations([p for p in paths.values() if p], args.jobs,
+    durations = prep_audio.measure_durations([p for p in paths.values() if p], args.jobs,
                                        desc=f"{split} durations")
-    duration_filter = prep.DurationFilter.from_args(args)
+    duration_filter = prep_audio.DurationFilter.from_args(args)
     rng = prep.split_rng(args.seed, split)
     if split == "train":
         items = [(item, clip, [row]) for item, clip, row in rows]
@@ -127,7 +129,7 @@ def split_entries(split, csv_path, args, report):
         if paths[clip] is None:
             report.skip(split, item_id, f"missing clip: {clip}")
             continue
-        duration, reason = prep.checked_duration(durations[paths[clip]], duration_filter)
+        duration, reason = prep_audio.checked_duration(durations[paths[clip]], duration_filter)
         if reason:
             report.skip(split, item_id, reason)
             continue
@@ -144,7 +146,7 @@ def split_entries(split, csv_path, args, report):
 def audiobench_test(args, report):
     """The AudioBench AudioCaps test set, with instructions from the AC pool."""
     rng = prep.split_rng(args.seed, "test")
-    return prep.prepare_audiobench_test(args, TASK, report,
+    return audiobench.prepare_audiobench_test(args, TASK, report,
                                         instruction=lambda _: draw_instruction(TASK, rng))
 
 

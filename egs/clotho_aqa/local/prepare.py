@@ -32,6 +32,8 @@ except ImportError:  # not installed: use the checkout this script belongs to
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
 from mowe.data import prepare as prep
+from mowe.data import prepare_audio as prep_audio
+from mowe.data import audiobench
 from mowe.data.instructions import draw_instruction
 
 TASK = "aqa"
@@ -107,8 +109,8 @@ def split_entries(split, csv_path, audio_folder, args, report):
     items = majority_items(rows) if args.majority_answer else per_row_items(rows)
     wavs = {name: os.path.join(audio_folder, name) for _, name, _, _, _ in items}
     present = [path for path in wavs.values() if os.path.isfile(path)]
-    durations = prep.measure_durations(present, args.jobs, desc=f"{split} durations")
-    duration_filter = prep.DurationFilter.from_args(args)
+    durations = prep_audio.measure_durations(present, args.jobs, desc=f"{split} durations")
+    duration_filter = prep_audio.DurationFilter.from_args(args)
     rng = prep.split_rng(args.seed, split)
     entries = {}
     for item_id, name, question, answer, extra in items:
@@ -118,7 +120,7 @@ def split_entries(split, csv_path, audio_folder, args, report):
         if wav not in durations:
             report.skip(split, item_id, f"missing wav: {name}")
             continue
-        duration, reason = prep.checked_duration(durations[wav], duration_filter)
+        duration, reason = prep_audio.checked_duration(durations[wav], duration_filter)
         if reason:
             report.skip(split, item_id, reason)
             continue
@@ -135,7 +137,7 @@ def audiobench_test(args, report):
         return draw_instruction(TASK, rng, question=question) if args.wrap_questions \
             else question
 
-    return prep.prepare_audiobench_test(args, TASK, report, instruction=instruction,
+    return audiobench.prepare_audiobench_test(args, TASK, report, instruction=instruction,
                                         answer=lambda text: text.strip().lower())
 
 

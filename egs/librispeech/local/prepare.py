@@ -26,6 +26,8 @@ except ImportError:  # not installed: use the checkout this script belongs to
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
 from mowe.data import prepare as prep
+from mowe.data import prepare_audio as prep_audio
+from mowe.data import audiobench
 from mowe.data.instructions import draw_instruction
 
 TASK = "asr"
@@ -102,14 +104,14 @@ def split_entries(split, folders, args, report):
             report.skip(split, utt_id, f"missing flac: {os.path.basename(flac)}")
         else:
             usable.append((utt_id, text, flac))
-    durations = prep.measure_durations([flac for _, _, flac in usable], args.jobs,
+    durations = prep_audio.measure_durations([flac for _, _, flac in usable], args.jobs,
                                        desc=f"{split} durations")
-    duration_filter = prep.DurationFilter.from_args(args)
+    duration_filter = prep_audio.DurationFilter.from_args(args)
     rng = prep.split_rng(args.seed, split)
     entries = {}
     for utt_id, text, flac in usable:
         instruction = draw_instruction(TASK, rng)
-        duration, reason = prep.checked_duration(durations[flac], duration_filter)
+        duration, reason = prep_audio.checked_duration(durations[flac], duration_filter)
         if reason:
             report.skip(split, utt_id, reason)
             continue
@@ -124,7 +126,7 @@ def split_entries(split, folders, args, report):
 def audiobench_test(args, report):
     """The AudioBench LibriSpeech test set, with instructions from the ASR pool."""
     rng = prep.split_rng(args.seed, "test")
-    return prep.prepare_audiobench_test(
+    return audiobench.prepare_audiobench_test(
         args, TASK, report,
         instruction=lambda _: draw_instruction(TASK, rng),
         answer=lambda text: text.lower(),

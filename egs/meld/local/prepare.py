@@ -32,6 +32,8 @@ except ImportError:  # not installed: use the checkout this script belongs to
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
 from mowe.data import prepare as prep
+from mowe.data import prepare_audio as prep_audio
+from mowe.data import audiobench
 from mowe.data.instructions import draw_instruction
 
 TASK = "er"
@@ -125,11 +127,11 @@ def split_entries(split, csv_path, clips, args, report):
     items = split_items(split, csv_path, clips, args, report)
     wav_folder = os.path.join(os.path.abspath(args.save_folder), "wav", split)
     wavs = {item[0]: os.path.join(wav_folder, f"{item[0]}.wav") for item in items}
-    failures = prep.convert_to_wav([(item[4], wavs[item[0]]) for item in items], args.jobs,
+    failures = prep_audio.convert_to_wav([(item[4], wavs[item[0]]) for item in items], args.jobs,
                                    desc=f"{split} ffmpeg")
     converted = [wav for wav in wavs.values() if failures[wav] is None]
-    durations = prep.measure_durations(converted, args.jobs)
-    duration_filter = prep.DurationFilter.from_args(args)
+    durations = prep_audio.measure_durations(converted, args.jobs)
+    duration_filter = prep_audio.DurationFilter.from_args(args)
     rng = prep.split_rng(args.seed, split)
     labels = ", ".join(LABELS)
     entries = {}
@@ -139,7 +141,7 @@ def split_entries(split, csv_path, clips, args, report):
         if failures[wav]:
             report.skip(split, item_id, failures[wav])
             continue
-        duration, reason = prep.checked_duration(durations[wav], duration_filter)
+        duration, reason = prep_audio.checked_duration(durations[wav], duration_filter)
         if reason:
             report.skip(split, item_id, reason)
             continue
@@ -154,7 +156,7 @@ def audiobench_test(args, report):
 
     rng = prep.split_rng(args.seed, "test")
     labels = ", ".join(LABELS)
-    return prep.prepare_audiobench_test(
+    return audiobench.prepare_audiobench_test(
         args, TASK, report,
         instruction=lambda _: draw_instruction(TASK, rng, labels=labels),
         extra=lambda answer: {"label": extract_emotion(answer, LABELS)})
@@ -167,7 +169,7 @@ def main(argv=None):
     splits = [s for s in prep.SPLITS if not (s == "test" and args.audiobench_test)]
     csvs = {split: find_csv(args.data_folder, args.csv_folder, CSV_NAMES[split])
             for split in splits}
-    prep.require_ffmpeg()
+    prep_audio.require_ffmpeg()
     clips = prep.index_files(args.data_folder, (".mp4",))
     prep.logger.info("found %d mp4 clips under %s", sum(map(len, clips.values())),
                      args.data_folder)

@@ -39,6 +39,8 @@ except ImportError:  # not installed: use the checkout this script belongs to
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 3)))
 
 from mowe.data import prepare as prep
+from mowe.data import prepare_audio as prep_audio
+from mowe.data import audiobench
 from mowe.data.instructions import draw_instruction
 
 TASK = "sqa"
@@ -182,14 +184,14 @@ def split_entries(split, paragraphs, wavs, args, report):
             continue
         target = os.path.join(os.path.abspath(args.save_folder), "wav", split, f"{name}.wav")
         jobs[key] = ([sentences[s] for s in sorted(sentences)], target)
-    durations = prep.run_parallel(
+    durations = prep_audio.run_parallel(
         _concatenate, list(jobs.values()), args.jobs, desc=f"{split} paragraphs",
         other_shard_result=prep.AudioReadError("concatenated by another shard job"))
-    duration_filter = prep.DurationFilter.from_args(args)
+    duration_filter = prep_audio.DurationFilter.from_args(args)
     rng = prep.split_rng(args.seed, split)
     entries = {}
     for key, duration in zip(jobs, durations):
-        duration, reason = prep.checked_duration(duration, duration_filter)
+        duration, reason = prep_audio.checked_duration(duration, duration_filter)
         for qa_id, question, answers in paragraphs[key][0]:
             instruction = (draw_instruction(TASK, rng, question=question)
                            if args.wrap_questions else question)
@@ -208,7 +210,7 @@ def _concatenate(job):
     """Concatenate one paragraph; return its duration or the AudioReadError."""
     sources, target = job
     try:
-        return prep.concatenate_to_wav(sources, target)
+        return prep_audio.concatenate_to_wav(sources, target)
     except prep.AudioReadError as error:
         return error
 
@@ -221,7 +223,7 @@ def audiobench_test(args, report):
         return draw_instruction(TASK, rng, question=question) if args.wrap_questions \
             else question
 
-    return prep.prepare_audiobench_test(args, TASK, report, instruction=instruction)
+    return audiobench.prepare_audiobench_test(args, TASK, report, instruction=instruction)
 
 
 def main(argv=None):
