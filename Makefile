@@ -26,5 +26,9 @@ test: setup
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" --doctest-modules mowe tests/unit
 
+# the documentation site, warnings as errors (tests/integration/test_docs.py does the same)
+docs: setup
+	HF_HUB_OFFLINE=1 $(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py $(BENCH_ARGS)

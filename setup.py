@@ -56,6 +56,8 @@ setup(
         # Debian's chromium/chromium-driver, which tools/install.sh installs)
         "test": ["pytest>=7", "ctranslate2>=4.0", "datasets>=2.14", "hypothesis>=6.100",
                  "openai>=1.40", "selenium>=4.20", "gradio>=5.0"],
+        # make docs: the documentation site (Sphinx with MyST Markdown pages)
+        "docs": ["sphinx>=7", "myst-parser>=2"],
         # python -m mowe.inference.web_demo: the browser demo
         "demo": ["gradio>=5.0"],
         # Weights & Biases curves as well (wandb_project in the recipe YAML)

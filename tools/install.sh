@@ -3,7 +3,7 @@
 #
 # Usage: tools/install.sh [--venv DIR] [--extras LIST] [--no-apt] [--help]
 #   --venv DIR      virtual environment to create/use (default: .venv, or $MOWE_VENV)
-#   --extras LIST   pip extras of the mowe package (default: offline,test,demo)
+#   --extras LIST   pip extras of the mowe package (default: offline,test,demo,docs)
 #   --no-apt        do not install Debian packages (print the apt line instead)
 #
 # torch==2.14.1 + torchaudio==2.11.0 are installed first: this pair is known to load
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 venv=${MOWE_VENV:-.venv}
-extras=offline,test,demo
+extras=offline,test,demo,docs
 use_apt=true
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -93,6 +93,8 @@ def generate_kwargs(options):
 class AudioLLMInference:
     """A trained AudioLLM ready to answer questions about audio.
 
+    Use :meth:`from_pretrained` rather than this constructor.
+
     Arguments
     ---------
     model : mowe.models.audio_llm.AudioLLM
@@ -103,8 +105,6 @@ class AudioLLMInference:
         Where to run (``cpu``, ``cuda:0``).
     batch_size : int
         Most clips per forward pass when answering lists.
-
-    Use :meth:`from_pretrained` rather than this constructor.
     """
 
     def __init__(self, model, info, device="cpu", batch_size=8):

@@ -4,15 +4,15 @@ A hypothesis file is JSON lines ``{"id", "task", "instruction", "hyp", "ref"}`` 
 ``recipes/decode.py`` writes it; ``ref`` may be a list of references). Each task gets
 its deterministic metrics and, optionally, model-as-judge scores:
 
-=====  ==========================================================  ===============
-task   metrics                                                     primary
-=====  ==========================================================  ===============
-asr    WER (AudioBench normalisation), plain WER, S/D/I counts      wer
-er     accuracy of the extracted emotion label, exact match         accuracy
-aqa    accuracy (yes/no extraction, else exact match), yes/no acc.  accuracy
-sqa    SQuAD exact match and token F1                               f1
-ac     NLTK METEOR (AudioBench), Java METEOR 1.5, token F1          meteor_nltk
-=====  ==========================================================  ===============
+====  ===========================================================  ===========
+task  metrics                                                      primary
+====  ===========================================================  ===========
+asr   WER (AudioBench normalisation), plain WER, S/D/I counts      wer
+er    accuracy of the extracted emotion label, exact match         accuracy
+aqa   accuracy (yes/no extraction, else exact match), yes/no acc.  accuracy
+sqa   SQuAD exact match and token F1                               f1
+ac    NLTK METEOR (AudioBench), Java METEOR 1.5, token F1          meteor_nltk
+====  ===========================================================  ===========
 """
 
 import json
