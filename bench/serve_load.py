@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load on the inference server: throughput, latency and errors at several concurrencies.
 
-Starts ``python -m mowe.inference.model_server`` on 127.0.0.1 (and, with ``--compare_pythonpath DIR``, the
+Starts ``python -m mowe serve`` on 127.0.0.1 (and, with ``--compare_pythonpath DIR``, the
 same command from another checkout of the toolkit, e.g. a git worktree of an older
 commit, one after the other on the same machine), then for each concurrency ``c`` runs
 ``c`` asyncio clients that send ``--requests`` chat requests in all, each with a real clip

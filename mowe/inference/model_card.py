@@ -153,9 +153,9 @@ def render_model_card(info, scores, license_name="other", datasets=(), base_mode
               "print(model.answer(\"clip.wav\", \"Transcribe the speech.\"))",
               "```", "",
               "```bash",
-              f"python -m mowe.inference.ask --model {where} clip.wav --instruction \"Transcribe the speech.\"",
-              f"python -m mowe.inference.model_server --model {where} --port 8000   # OpenAI-compatible API",
-              f"python -m mowe.inference.web_demo --model {where}                # browser demo",
+              f"python -m mowe infer --model {where} clip.wav --instruction \"Transcribe the speech.\"",
+              f"python -m mowe serve --model {where} --port 8000   # OpenAI-compatible API",
+              f"python -m mowe web --model {where}                # browser demo",
               "```", "",
               "Decoding defaults: " + ", ".join(f"{k}={v}" for k, v in
                                                  info.get("decoding", {}).items()) + ".", ""]

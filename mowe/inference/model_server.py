@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m mowe.inference.model_server --model DIR [--host 127.0.0.1] [--port 8000]
+    python -m mowe serve --model DIR [--host 127.0.0.1] [--port 8000]
 
 FastAPI on uvicorn (:mod:`mowe.inference.server_app`). Endpoints: ``POST /v1/chat/completions``
 (OpenAI's audio-input messages: a user message whose content holds a ``text`` part and an

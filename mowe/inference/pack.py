@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m mowe.inference.pack --exp_dir exp/TAG/SYSTEM --out exp/TAG/packed/SYSTEM \\
+    python -m mowe pack --exp_dir exp/TAG/SYSTEM --out exp/TAG/packed/SYSTEM \\
         [--routing_plot exp/TAG/routing.png] [--train_log exp/TAG/log/train_SYSTEM.log] \\
         [--recipe_command "egs/synthetic/run.sh ..."] [--license apache-2.0] \\
         [--dataset NAME ...] [--base_model HUB_ID ...] [--push_to_hub USER/REPO]

@@ -1,6 +1,6 @@
 """The packaged model folder: what it holds, and the model spec taken out of a recipe run.
 
-A packaged folder (written by ``python -m mowe.inference.pack``, read by
+A packaged folder (written by ``python -m mowe pack``, read by
 :class:`mowe.inference.api.AudioLLMInference`) is self-contained apart from the frozen
 models it was trained on::
 
@@ -41,7 +41,7 @@ CACHE_KEY = "pretrained_cache"
 SPEC_HEADER = """\
 # MoWE AudioLLM model spec, resolved from the recipe that trained this model.
 # The *_source keys name the frozen models; AudioLLMInference.from_pretrained(...,
-# sources={"llm_source": DIR}) or `python -m mowe.inference.ask --source llm_source=DIR` point
+# sources={"llm_source": DIR}) or `python -m mowe infer --source llm_source=DIR` point
 # them elsewhere (their weights are checked against mowe_package.json). pretrained_cache
 # is filled in at load time.
 """

@@ -1,7 +1,7 @@
 """Smoke check of a trained model on sentences in no corpus, spoken by espeak-ng.
 
 What a user does first with a trained model is speak a sentence of their own to it
-(``python -m mowe.inference.ask``, the server, the browser demo). This check does the same
+(``python -m mowe infer``, the server, the browser demo). This check does the same
 offline: each sentence of a list is spoken with espeak-ng (:func:`mowe.synth.speech.speak`,
 a voice per sentence), written as a wav, and transcribed by the model through the same
 inference API the CLI uses; optionally the base Whisper's own decoder transcribes the
@@ -9,7 +9,7 @@ same clips as a reference.
 
 Usage::
 
-    python -m mowe.inference.smoke_check --model DIR --sentences FILE --out DIR [--whisper_model DIR]
+    python -m mowe smoke --model DIR --sentences FILE --out DIR [--whisper_model DIR]
 
 ``FILE`` holds one sentence per line as ``ID<TAB>VOICE<TAB>TEXT`` (``#`` starts a
 comment; ``VOICE`` is an espeak-ng voice such as ``en-us+m7``). Writes ``OUT/wav/ID.wav``,

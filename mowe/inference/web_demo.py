@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m mowe.inference.web_demo --model DIR [--host 127.0.0.1] [--port 7860]
+    python -m mowe web --model DIR [--host 127.0.0.1] [--port 7860]
 
 Open the printed URL: upload or record a clip, type a question, and see the answer and a
 bar chart of the weak encoder each router chose. Needs the ``demo`` extra

@@ -437,7 +437,7 @@ def load_small_encoder(path, freeze=False, dropout=None):
     for needed in (config_file, weights_file):
         if not os.path.isfile(needed):
             raise FileNotFoundError(f"pretrained small encoder: {needed} is missing (make it "
-                                    "with python -m mowe.train.specialists --out DIR)")
+                                    "with python -m mowe specialists --out DIR)")
     with open(config_file, encoding="utf-8") as handle:
         config = json.load(handle)
     if not isinstance(config, dict) or config.pop("kind", "small") != "small":

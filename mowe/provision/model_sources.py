@@ -40,7 +40,7 @@ def check_local_source(source, what):
         parent = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
         raise FileNotFoundError(
             f"{what} folder {source} is not a directory. If it is one of the bundled "
-            f"offline models, create it with `python -m mowe.provision.bundled_models --out {parent}` "
+            f"offline models, create it with `python -m mowe provision --out {parent}` "
             f"(or point --pretrained_dir at the folder that holds "
             f"{os.path.basename(source.rstrip('/'))}); otherwise give a hub id.")
     return True
@@ -86,7 +86,7 @@ def _hub_snapshot(repo_id, revision=None):
             f"cannot get {repo_id}" + (f" at revision {revision}" if revision else "")
             + f" from the Hugging Face hub or its local cache ({type(error).__name__}: "
               f"{error}). Download it where the hub is reachable, or point the package at "
-              f"a local copy (python -m mowe.inference.ask --source NAME=DIR ...).") from error
+              f"a local copy (python -m mowe infer --source NAME=DIR ...).") from error
 
 
 def fingerprint_source(source, gguf_file=None):

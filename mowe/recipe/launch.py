@@ -1,6 +1,6 @@
 """One job launcher for every recipe stage: local processes or Slurm (``sbatch``).
 
-``python -m mowe.recipe.launch [--backend local|slurm] [--config conf/slurm.conf]
+``python -m mowe launch [--backend local|slurm] [--config conf/slurm.conf]
 [--gpu N] [--mem 16G] [--num_threads N] [--time 4:00:00] [--num_nodes K]
 [--max_jobs_run M] [JOB=1:N] LOG command...``
 

@@ -8,10 +8,10 @@ study      several seeds of several systems: mean ± std, paired bootstrap diffe
 
 Examples
 --------
-python -m mowe.scoring score --hyp_file exp/x/mowe/hyps.jsonl --out_dir exp/x/mowe
-python -m mowe.scoring score --hyp_file H.jsonl --out_dir S --judge openai \\
+python -m mowe score --hyp_file exp/x/mowe/hyps.jsonl --out_dir exp/x/mowe
+python -m mowe score --hyp_file H.jsonl --out_dir S --judge openai \\
     --judge_url http://localhost:8000/v1 --judge_model meta-llama/Meta-Llama-3-70B-Instruct
-python -m mowe.scoring aggregate exp/x/baseline exp/x/mowe --out exp/x/RESULTS_scores.md
+python -m mowe aggregate exp/x/baseline exp/x/mowe --out exp/x/RESULTS_scores.md
 """
 
 import argparse
@@ -155,7 +155,7 @@ def whisper_reference_section(reference, runs, systems):
 
     from mowe.scoring.report import whisper_reference_rows
 
-    lines = ["ASR against the base Whisper's own decoder (`python -m mowe.scoring.whisper_reference`) "
+    lines = ["ASR against the base Whisper's own decoder (`python -m mowe whisper-reference`) "
              "on the same clips; ratio = system WER / Whisper WER, mean over seeds:", "",
              "| system | seeds | Whisper decoder WER % | system WER % | ratio |",
              "|---|---|---|---|---|"]
@@ -259,7 +259,7 @@ def main(argv=None):
                        help="report the (run, system) pairs scored so far and list the "
                             "others (a sweep still running) instead of refusing")
     study.add_argument("--whisper_reference", help="hypotheses of the base Whisper's own "
-                       "decoder (python -m mowe.scoring.whisper_reference): adds each system's ASR "
+                       "decoder (python -m mowe whisper-reference): adds each system's ASR "
                        "WER beside it")
     study.add_argument("--out", help="write the markdown here, the numbers as .json beside "
                        "it and routing_<system>.png in its folder")

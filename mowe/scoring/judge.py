@@ -2,7 +2,7 @@
 
 A prompt template is filled per item and sent to a judge backend: a local Hugging Face
 model (:class:`HFJudge`) or any OpenAI-compatible server (:class:`OpenAIJudge`: vLLM
-serving Llama-3-70B-Instruct, as AudioBench does, or ``python -m mowe.scoring.judge_server``).
+serving Llama-3-70B-Instruct, as AudioBench does, or ``python -m mowe judge-serve``).
 Templates (:data:`TEMPLATES`) are named or given as a file with ``{question}``,
 ``{reference}`` and ``{answer}`` fields:
 
@@ -207,7 +207,7 @@ class HFJudge:
 
         if not os.path.isdir(model_dir):
             raise FileNotFoundError(f"judge model folder {model_dir} does not exist "
-                                    "(python -m mowe.provision.bundled_models --out DIR provides SmolLM2)")
+                                    "(python -m mowe provision --out DIR provides SmolLM2)")
         self.generator = LocalGenerator(model_dir, device, max_new_tokens)
         self.id = f"hf:{os.path.abspath(model_dir)}:{max_new_tokens}"
 
@@ -232,7 +232,7 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class OpenAIJudge:
-    """Any OpenAI-compatible server as judge (vLLM, ``python -m mowe.scoring.judge_server``...).
+    """Any OpenAI-compatible server as judge (vLLM, ``python -m mowe judge-serve``...).
 
     Requests go through the standard library: one JSON POST per item does not justify
     another client dependency, and this keeps retries and timeouts explicit. The API key

@@ -1,6 +1,6 @@
 """Serve a local Hugging Face causal LM behind a minimal OpenAI-compatible API.
 
-``python -m mowe.scoring.judge_server --model DIR [--host 127.0.0.1] [--port 8000]``
+``python -m mowe judge-serve --model DIR [--host 127.0.0.1] [--port 8000]``
 
 Endpoints: ``GET /v1/models``, ``POST /v1/completions`` (prompt in, greedy text out),
 ``POST /v1/chat/completions`` (the model's chat template is applied), ``GET /health``.

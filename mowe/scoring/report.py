@@ -63,7 +63,7 @@ def load_scores(path):
     if os.path.isdir(path):
         path = os.path.join(path, "scores.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} missing: run `python -m mowe.scoring score` first")
+        raise FileNotFoundError(f"{path} missing: run `python -m mowe score` first")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -143,7 +143,7 @@ def whisper_reference_table(reference_hyp_file, system_hyp_files):
     Parameters
     ----------
     reference_hyp_file : str
-        ``python -m mowe.scoring.whisper_reference``'s hypotheses.
+        ``python -m mowe whisper-reference``'s hypotheses.
     system_hyp_files : dict
         system name -> its ``hyps.jsonl``.
 

@@ -2,7 +2,7 @@
 
 A study is several runs of the same systems on the same test set that differ only in
 the training seed: ``RUN/<system>/items.jsonl`` (per-clip metrics written by
-``python -m mowe.scoring score``) and ``RUN/<system>/hyps.jsonl`` (routing selections)
+``python -m mowe score``) and ``RUN/<system>/hyps.jsonl`` (routing selections)
 for each run folder ``RUN``. For every task's primary metric this module gives
 
 * per system, the mean and sample standard deviation over seeds of the corpus metric;
@@ -54,7 +54,7 @@ def read_items(system_dir):
     path = os.path.join(system_dir, "items.jsonl")
     if not os.path.isfile(path):
         raise StudyError(f"{path} missing: score the system first "
-                         f"(python -m mowe.scoring score --hyp_file ... --out_dir {system_dir})")
+                         f"(python -m mowe score --hyp_file ... --out_dir {system_dir})")
     items = {}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):

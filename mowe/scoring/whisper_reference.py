@@ -3,12 +3,12 @@ that shows how much of the base encoder's knowledge reaches the AudioLLM.
 
 Usage::
 
-    python -m mowe.scoring.whisper_reference --manifest data/clean/test.json \\
+    python -m mowe whisper-reference --manifest data/clean/test.json \\
         --model pretrained/whisper-tiny.en --hyp_file exp/TAG/whisper_decoder/hyps.jsonl
 
 Writes the AudioLLM's hypothesis format (``{"id", "task", "instruction", "hyp", "ref",
 "selected": null, "routers": []}`` per line, ASR clips only), so that
-``python -m mowe.scoring score --hyp_file ... --tasks asr`` scores it with the very same
+``python -m mowe score --hyp_file ... --tasks asr`` scores it with the very same
 normalisation and WER as the AudioLLM. Greedy decoding through transformers' Whisper
 ``generate`` (as the AudioLLM decodes); a multilingual model is forced to English
 transcription (``--language``). ``--fallback``: Whisper's own guard against loops

@@ -1,4 +1,4 @@
-"""The offline synthetic 5-task corpus: ``python -m mowe.synth --out DIR --size tiny``."""
+"""The offline synthetic 5-task corpus: ``python -m mowe synth --out DIR --size tiny``."""
 
 from mowe.synth.corpus import SIZES, TASKS, generate_corpus
 

@@ -15,7 +15,7 @@ the offline analog the way a user would build their own specialist:
 3. the encoder alone saved as ``OUT/<name>/encoder.safetensors`` + ``config.json``
    (plain data), which :func:`mowe.models.encoders.load_small_encoder` puts in a pool.
 
-``python -m mowe.train.specialists --out DIR`` runs all three for both specialists; the
+``python -m mowe specialists --out DIR`` runs all three for both specialists; the
 ``mowe_specialist_pool`` system of ``egs/synthetic`` (run.sh) runs it in stage 0 and
 pools the two specialists with two Whisper tiny.en encoders
 (``recipes/conf/model/specialist_pool.yaml``).

@@ -13,7 +13,7 @@ It exists to show that every piece of the pipeline runs together (it is what
 pretrained models. It writes ``OUT/results.json`` and ``OUT/routing_stats.json`` and
 prints per-task accuracy next to the majority-answer baseline.
 
-Usage: ``python -m mowe.utils.selfcheck --out exp/selfcheck [--epochs 8]``
+Usage: ``python -m mowe selfcheck --out exp/selfcheck [--epochs 8]``
 """
 
 import argparse

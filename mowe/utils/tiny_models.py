@@ -213,7 +213,7 @@ def make_tiny_hubert(path, hidden_size=32, seed=0):
 
 
 def make_tiny_pretrained_dir(path):
-    """A folder laid out like ``python -m mowe.provision.bundled_models --out PATH``, holding a tiny
+    """A folder laid out like ``python -m mowe provision --out PATH``, holding a tiny
     random Whisper and Llama under the offline models' names (for recipe-level tests).
 
     Returns

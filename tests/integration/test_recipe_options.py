@@ -127,7 +127,7 @@ def test_missing_pretrained_dir_says_so_and_how_to_create_it(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Repo id must be" not in result.stderr
     assert f"folder {tmp_path}/nowhere/whisper-tiny.en is not a directory" in result.stderr
-    assert f"python -m mowe.provision.bundled_models --out {tmp_path}/nowhere" in result.stderr
+    assert f"python -m mowe provision --out {tmp_path}/nowhere" in result.stderr
 
 
 def test_train_and_decode_args_reach_the_entry_points(tmp_path):

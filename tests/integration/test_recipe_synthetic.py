@@ -161,7 +161,7 @@ def test_packed_model_answers_like_decode_py_in_a_fresh_process(tiny_run):
     card = open(os.path.join(package, "README.md"), encoding="utf-8").read()
     assert "base_model:" in card and "model-index:" in card and "recipes/train.py" in card
     assert "run.sh --stage 0 --stop_stage 7 --size tiny" in card
-    assert "python -m mowe.inference.ask --model" in output and "python -m mowe.inference.model_server --model" in output
+    assert "-m mowe infer --model" in output and "python -m mowe serve --model" in output
     manifest = read_json(os.path.join(RECIPE, "data", "tiny_seed1234", "clean", "test.json"))
     with open(os.path.join(exp, "mowe", "hyps.jsonl"), encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]

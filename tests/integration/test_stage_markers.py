@@ -162,7 +162,7 @@ def test_how_to_use_the_model_is_shown_only_once_one_is_trained(tmp_path):
     assert "ask the" not in output and "mowe.inference.ask" not in output
     (tmp_path / "exp" / "t" / "b" / "save" / "CKPT+2026-12-02+00-00-00+00").mkdir()
     output, _ = run("--systems", "a b", "--stage", "3", "--stop_stage", "3")
-    assert "ask the b model about audio" in output and "-m mowe.inference.ask --model" in output
+    assert "ask the b model about audio" in output and "-m mowe infer --model" in output
 
 
 def trace(tmp_path):
