@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import torch
 from tqdm import tqdm
@@ -218,6 +219,7 @@ def decode(argv):
                                                   collate_fn=unreadable)
     stop = PreemptionFlag().install()  # SIGTERM/SIGUSR1: finish the batch, then exit 75
     thread_share = ThreadShare()  # more CPU threads once other systems' jobs end
+    started, decoded = time.monotonic(), 0
     with open(hyp_file, "a", encoding="utf-8") as out, torch.no_grad():
         for batch in tqdm(loader, desc="decoding"):
             if stop.requested:
@@ -239,8 +241,12 @@ def decode(argv):
                        "selected": selected[i].tolist() if selected is not None else None,
                        "routers": routers}
                 out.write(json.dumps(row) + "\n")
+            decoded += len(batch.id)
             out.flush()
             os.fsync(out.fileno())
+    # the decoding loop alone (no model loading): bench/gpu_check.py compares batch sizes
+    logger.info("decoded %d utterances in %.2f s (batches of %d)", decoded,
+                time.monotonic() - started, batch_size)
     if cache is not None:
         log = logger.warning if model.feature_cache_misses else logger.info
         log("feature cache: %d clips read from the cache, %d encoded live (cache misses)",

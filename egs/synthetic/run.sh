@@ -6,6 +6,10 @@
 #            [--epochs N] [--systems "baseline mowe ..."] [--train_seed N]
 #            [--train_args "--lr=1e-4 ..."] [--decode_args "--beam_size=4 ..."]
 #            [--train_config conf/train.yaml] [--decode_config conf/decode.yaml]
+#            [--pretrained_dir DIR] [--data_dir DIR]
+# --pretrained_dir DIR: the provisioned models (default: the repository's pretrained/);
+# --data_dir DIR: the corpus folder, raw/ and clean/ manifests (default:
+#   data/<size>_seed<seed>); stage 1 synthesizes into it.
 # --nj N: synthesis and decoding as job arrays of N jobs (local or Slurm).
 # --system_jobs N: systems trained, decoded, scored and packed at once (auto: every
 #   system with Slurm; on this machine's CPUs one per core, the cores shared out).
@@ -29,8 +33,9 @@ stage=0 stop_stage=7 size=default seed=1234 ngpu=0 num_nodes=1 cmd=local nj=1 ta
 systems="baseline mowe" train_seed="" system_jobs=auto
 train_config=conf/train.yaml decode_config=conf/decode.yaml train_args="" decode_args=""
 python=${MOWE_PYTHON:-$(cd ../.. && pwd)/.venv/bin/python}
+pretrained_dir=$(cd ../.. && pwd)/pretrained data_dir=""
 _options="stage stop_stage size seed train_seed ngpu num_nodes cmd nj system_jobs tag epochs systems
-          train_config decode_config train_args decode_args python"
+          train_config decode_config train_args decode_args python pretrained_dir data_dir"
 . "$tools_dir/parse_options.sh"
 . ./cmd.sh
 # refuse an unknown corpus size before any stage runs
@@ -52,13 +57,13 @@ if [ -z "$train_seed" ] || [ "$train_seed" = "$seed" ]; then
 else
   tag=${tag:-${size}_seed${seed}_train${train_seed}}
 fi
-pretrained_dir=$(cd ../.. && pwd)/pretrained
+pretrained_dir=$(mkdir -p "$pretrained_dir" && cd "$pretrained_dir" && pwd)
 # stage 5 also transcribes the ASR test clips with the base Whisper's own decoder; the
 # report sets each system's WER beside it (recipes/stages.sh)
 whisper_reference_model=$pretrained_dir/whisper-tiny.en
 # ... and every system transcribes sentences in no corpus, spoken by held-out voices
 smoke_sentences=$(pwd)/local/smoke_sentences.tsv
-data_dir=data/${size}_seed${seed}
+data_dir=${data_dir:-data/${size}_seed${seed}}
 prepare_command=("$python" -m mowe synth --out "$data_dir/raw" --size "$size" --seed "$seed")
 prepare_merge_command=("$python" -m mowe synth --out "$data_dir/raw" --merge_shards "$nj")
 epoch_args=()
