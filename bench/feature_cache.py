@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""What the feature cache (recipes/features.py) saves, on a recipe's real model and data.
+"""What the feature cache (recipes/extract_features.py) saves, on a recipe's real model
+and data.
 
 Loads the model of a recipe YAML (default: egs/synthetic with the bundled Whisper
 tiny.en, frozen, + SmolLM2-135M), then

@@ -18,7 +18,7 @@ Figures (``name=value`` pairs on the last line):
   paper_step_tflops         FLOPs of a step (forward + backward, counted by
                             torch.utils.flop_counter) / 1e12
   paper_mfu                 achieved FLOP/s over the device's dense bf16 peak from its
-                            data sheet (target >= 0.40); absent if the device is not in
+                            data sheet (target >= 0.45); absent if the device is not in
                             the table below
   paper_step_over_gemm_peak achieved FLOP/s over a bf16 8192^3 matrix product timed in
                             the same run (a measured peak: lower than the data sheet's)

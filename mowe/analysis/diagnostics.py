@@ -15,15 +15,15 @@ Usage::
         [--out DIR] [--key=value overrides of the config, as for train.py]
 
 ``probe``: what does each encoder know, at initialisation and after training? Linear
-probes (:mod:`mowe.analysis.linear_probe`) on time-pooled features of the base encoder, each weak
-encoder, the routed mixture, the adapter's input and the audio tokens, for the labels the
-corpus records (emotion, sound-event kinds, voice), fitted on the training clips and
-scored on the test clips; the model as the config builds it (its initialisation, with
-the config's seed) and, with ``--checkpoint``, as trained. Writes ``probe.json`` and
-``probe.md``::
+probes (:mod:`mowe.analysis.linear_probe`) on time-pooled features of the base encoder,
+each weak encoder, the routed mixture, the adapter's input and the audio tokens, for the
+labels the corpus records (emotion, sound-event kinds, voice), fitted on the training
+clips and scored on the test clips; the model as the config builds it (its
+initialisation, with the config's seed) and, with ``--checkpoint``, as trained. Writes
+``probe.json`` and ``probe.md``::
 
-    python -m mowe diagnostics probe --config egs/synthetic/conf/train.yaml \
-        [--checkpoint exp/default_seed1234/mowe/save] [--train_manifest M] \
+    python -m mowe diagnostics probe --config egs/synthetic/conf/train.yaml \\
+        [--checkpoint exp/default_seed1234/mowe/save] [--train_manifest M] \\
         [--test_manifest M] [--max_clips_per_task N] [--out DIR] [--key=value overrides]
 
 ``--checkpoint`` is a save folder (its best checkpoint, lowest validation loss, is used)

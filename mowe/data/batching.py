@@ -142,10 +142,11 @@ def llm_token_counts(model, dataset):
 def bucket_keys(counts, token_step=8):
     """Sort keys for :class:`BucketBatchSampler` from :func:`llm_token_counts`: LLM
     tokens in steps of ``token_step``, then seconds. On the default synthetic corpus the
-    LLM length varies little (56-81 positions; shuffled batches of 4 pad 7% of them)
-    while durations vary a lot (0.6-9.5 s: 37% of the audio is padding); sorting by
-    exact token count alone left 27% audio padding, steps of 8 tokens then seconds
-    leave 3% LLM and 15% audio padding (pools of 16 batches).
+    LLM length varies little while durations vary a lot; sorting by exact token count
+    alone left much of the audio padding, steps of 8 tokens then seconds cut both the
+    LLM's and the audio's padding (pools of 16 batches; the figures,
+    ``padded_tokens_share`` and ``padded_audio_share`` of ``bench/run_all.py``, are in
+    bench/RESULTS.md).
 
     Example
     -------
@@ -201,7 +202,7 @@ def decoding_order(clips):
     that have finished than batches that mix a one-word answer with a transcript.
     Groups come in the order of their longest clip, so the first batch holds the
     longest clip (an out-of-memory error shows up at once). Greedy answers do not
-    depend on the batch a clip is in (tests/test_model.py), only the time does.
+    depend on the batch a clip is in (tests/unit/test_model.py), only the time does.
 
     Arguments
     ---------

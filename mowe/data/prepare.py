@@ -3,9 +3,12 @@
 Each script reads a corpus in its official layout and writes ``OUT/{train,valid,test}.json``
 in the toolkit's manifest schema (see :mod:`mowe.data.manifest`) plus
 ``OUT/prepare_report.json``, which lists every skipped item with its reason. This module
-holds what the scripts share: the common command-line options, atomic manifest writing,
-the skip report, the duration filter, reading durations, parallel and resumable audio
-conversion (ffmpeg) and concatenation, CSV reading, and the AudioBench test sets.
+holds what the scripts share: the common command-line options (``--shard`` among them),
+atomic manifest and split writing, the skip report, and reading CSV and JSON files and
+indexing a corpus's files. The audio work (durations and the duration filter, parallel
+and resumable jobs, ffmpeg conversion, resampling, concatenation) is in
+:mod:`mowe.data.prepare_audio`; the AudioBench test sets are in
+:mod:`mowe.data.audiobench`.
 
 Corpus knowledge (layouts, labels, ids) stays in the scripts.
 

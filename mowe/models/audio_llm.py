@@ -116,8 +116,8 @@ class AudioLLM(nn.Module):
         system turn and the start of the user turn, the same tokens in every row) in it
         once: each row attends to the prefix and to itself (a 4D attention mask, each
         row's own position ids). The same loss and gradients as padded rows without
-        dropout (tested), 0.77 of the padded LLM positions on the default corpus at
-        batch 4. With LoRA dropout on, the prefix's dropout draw is shared by the
+        dropout (tested), fewer LLM positions than padded rows (the figure,
+        ``llm_positions_packed_over_padded``: bench/RESULTS.md). With LoRA dropout on, the prefix's dropout draw is shared by the
         batch's rows (each row alone draws as before). Attention then spans the packed
         sequence (its cost grows with the square of the batch's total length): turn it
         off for long sequences on an accelerator. Used with ``answer_only_lm_head`` and an
@@ -125,7 +125,7 @@ class AudioLLM(nn.Module):
 
     Example
     -------
-    See ``tests/test_model.py``: the model is normally built from
+    See ``tests/unit/test_model.py``: the model is normally built from
     ``recipes/conf/model/audio_llm.yaml``.
     """
 
@@ -168,9 +168,10 @@ class AudioLLM(nn.Module):
         those a loaded state replaced).
 
         For SmolLM2-135M with a frozen Whisper tiny.en (``egs/synthetic``) this keeps the
-        MoWE system's model file at 44 MB (LoRA, weak encoders, adapter, projection)
-        instead of 182 MB (the tied LM head and the base encoder under both of its
-        names); for an 8B LLM it is the difference that matters.
+        MoWE system's model file to LoRA, weak encoders, adapter and projection, a
+        fraction of the full state (which also holds the tied LM head and the base
+        encoder under both of its names); for an 8B LLM it is the difference that
+        matters.
         """
         frozen = self._keys_left_to_sources()
         torch.save({key: value for key, value in self.state_dict().items()

@@ -3,10 +3,10 @@
 On the CPU, ``torch.nn.functional.dropout`` draws one Mersenne-Twister number per
 element, and on the default recipe's model those draws are the largest cost after the
 matrix products: peft's LoRA dropout runs twice in each of SmolLM2's 30 layers (q and
-v), ~2 ms for a [4, 80, 576] input on a 2-core Xeon, about 9 % of a training step.
-:class:`QuarterDrawDropout` draws one 64-bit integer per four elements and compares
-each 16-bit quarter with a threshold instead (0.66 ms for the same input). It is
-written by hand because torch offers no cheaper CPU dropout.
+v). :class:`QuarterDrawDropout` draws one 64-bit integer per four elements and compares
+each 16-bit quarter with a threshold instead, a fraction of the time (the profile and
+``recipe_step_over_plain_step``: bench/RESULTS.md). It is written by hand because torch
+offers no cheaper CPU dropout.
 
 The drop probability is ``p`` rounded to a multiple of 1/65536 (0.05 becomes
 0.0500031), kept values are scaled by the inverse of the exact keep probability, so

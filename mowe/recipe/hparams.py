@@ -205,7 +205,8 @@ def load_recipe_hparams(argv):
     """Parse SpeechBrain-style arguments and load the recipe YAML.
 
     Besides SpeechBrain's ``--key=value`` overrides, ``--overrides_file=PATH`` (repeatable)
-    applies a YAML file of overrides first (e.g. ``recipes/conf/paper/table5_pool.yaml``).
+    applies a YAML file of overrides first (e.g.
+    ``recipes/conf/paper/table5_diverse_pool.yaml``).
     A YAML with ``extends: SHARED.yaml`` is the shared file with its keys applied
     (:func:`expand_extends`).
 

@@ -1,10 +1,11 @@
-"""Scoring command line: ``python -m mowe.scoring {score,aggregate} --help``.
+"""Scoring command line: ``python -m mowe.scoring {score,aggregate,study} --help``.
 
 score      per-task metrics of one hypothesis file (JSON lines: id, task, instruction,
            hyp, ref) -> OUT/scores.json, OUT/scores.md, OUT/items.jsonl; optional judge.
 aggregate  merge several experiments' scores.json into one markdown RESULTS table.
-study      several seeds of several systems: mean ± std, paired bootstrap differences to a
-           reference system, routing shares per task (egs/synthetic/sweep.sh).
+study      several seeds of several systems: mean ± std, differences to a reference
+           system with two-level (seeds, then test clips) paired bootstrap intervals,
+           routing shares per task (egs/synthetic/sweep.sh).
 
 Examples
 --------
@@ -12,6 +13,8 @@ python -m mowe score --hyp_file exp/x/mowe/hyps.jsonl --out_dir exp/x/mowe
 python -m mowe score --hyp_file H.jsonl --out_dir S --judge openai \\
     --judge_url http://localhost:8000/v1 --judge_model meta-llama/Meta-Llama-3-70B-Instruct
 python -m mowe aggregate exp/x/baseline exp/x/mowe --out exp/x/RESULTS_scores.md
+python -m mowe study --runs exp/s/seed1 exp/s/seed2 exp/s/seed3 --systems baseline mowe \\
+    --reference baseline --out exp/s/RESULTS.md
 """
 
 import argparse
@@ -247,8 +250,10 @@ def main(argv=None):
     study = sub.add_parser(
         "study", help="several seeds of several systems, with uncertainty",
         description="Mean ± std over seeds per task and system, each system's difference to "
-                    "a reference with a 95 %% paired bootstrap interval over test clips "
-                    "(pooled over seeds), and the data-dependent router's shares per task.")
+                    "a reference with a 95 % two-level bootstrap interval (each resample "
+                    "draws training seeds with replacement, each system on its own, then "
+                    "one set of test clips with replacement shared by both systems: "
+                    "paired), and the data-dependent router's shares per task.")
     study.add_argument("--runs", nargs="+", required=True,
                        help="one folder per seed, each holding <system>/items.jsonl")
     study.add_argument("--systems", nargs="+", required=True)

@@ -131,11 +131,11 @@ def bootstrap_difference(system_runs, reference_runs, resamples=2000, seed=0):
     with replacement (a seed's model is one draw of training: its clips are not
     independent of each other), and one set of test clips with replacement shared by
     both systems (the same clips: paired). The interval then covers both sources of
-    variation. Resampling (seed, clip) units from one pool instead treats a model's 100
-    clips as 100 independent draws and gives intervals that ignore how much a system
-    moves from one training seed to the next (the study before 2026-12-06 did that: its
-    MoWE-vs-baseline ER interval was [−15.7, −6.0], this one [−23.0, +0.3]). With one
-    seed per system the interval covers test clips only.
+    variation. Resampling (seed, clip) units from one pool instead treats a model's
+    clips as independent draws and gives intervals that ignore how much a system moves
+    from one training seed to the next, too narrow (an earlier version of the study did
+    that; egs/synthetic/RESULTS.md compares the two). With one seed per system the
+    interval covers test clips only.
     """
     num_s = np.stack([num for _, num, _ in system_runs])  # [seeds, clips]
     den_s = np.stack([den for _, _, den in system_runs])

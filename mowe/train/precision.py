@@ -4,13 +4,14 @@ multiplies it natively.
 The frozen LLM is most of a training step's matrix products. Held in bfloat16 while
 training (LoRA adapters and everything else trainable stay float32), those products run
 on the CPU's bf16 units (Intel AMX, AVX512-BF16) or a GPU's tensor cores: the default
-recipe's CPU training step takes about 0.7 of the float32 step
-(``bench/run_all.py``: ``bf16_llm_over_fp32_llm_step``). On a CPU without native bf16,
+recipe's CPU training step takes less time than the float32 step
+(``bench/run_all.py``: ``bf16_llm_over_fp32_llm_step``; the figures are in
+bench/RESULTS.md). On a CPU without native bf16,
 oneDNN emulates it and a step gets slower, so ``auto`` leaves the weights as built there.
 
 Decoding rebuilds the model as its spec says (``llm_dtype``, float32 by default): in
-float32 a batch's greedy answers equal one-by-one decoding, where in bfloat16 about a
-quarter of them differed (the same bench, ``decode_identical``).
+float32 a batch's greedy answers equal one-by-one decoding, where in bfloat16 some of
+them differed (the same bench, ``decode_identical``).
 
 Example
 -------

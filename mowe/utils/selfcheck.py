@@ -8,9 +8,10 @@ synthetic tones it writes itself:
 * ``count`` — one to three beeps, "How many beeps are there?" -> ``one`` / ``two`` /
   ``three``.
 
-It exists to show that every piece of the pipeline runs together (it is what
-``make demo`` runs until the synthetic 5-task recipe exists); it does not use the real
-pretrained models. It writes ``OUT/results.json`` and ``OUT/routing_stats.json`` and
+It exists to show that every piece of the pipeline runs together, as a quick check of
+the library (``make demo`` runs the synthetic 5-task recipe, ``egs/synthetic/run.sh``,
+instead; tests/unit/test_model.py runs this one); it does not use the real pretrained
+models. It writes ``OUT/results.json`` and ``OUT/routing_stats.json`` and
 prints per-task accuracy next to the majority-answer baseline.
 
 Usage: ``python -m mowe selfcheck --out exp/selfcheck [--epochs 8]``

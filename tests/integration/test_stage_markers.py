@@ -32,8 +32,8 @@ RUN_SH = """#!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")"
 stage=3 stop_stage=6 systems="a b" tag=t ngpu=0
-system_jobs=auto
-_options="stage stop_stage systems tag system_jobs"
+system_jobs=auto decode_args=""
+_options="stage stop_stage systems tag system_jobs decode_args"
 . {repo}/tools/parse_options.sh
 mkdir -p "exp/$tag/log"  # (the real launcher makes it)
 python={stub} train_config=conf.yaml data_dir=data pretrained_dir=""
@@ -80,7 +80,7 @@ def test_adding_a_system_runs_the_per_system_stages_for_it_only(tmp_path):
     assert trained(calls) == ["c"], "a and b are finished: only the new system trains"
     decoded = [c for c in calls if "decode.py" in c]
     assert len(decoded) == 1 and "--system=c" in decoded[0]
-    scored = [c for c in calls if "mowe.scoring score" in c]
+    scored = [c for c in calls if "mowe score" in c]
     assert len(scored) == 1 and "/c/hyps.jsonl" in scored[0]
     report = [c for c in calls if "report.py" in c]
     assert len(report) == 1 and report[0].endswith("--systems a b c"), \
@@ -98,6 +98,30 @@ def test_a_marker_from_before_systems_were_recorded_counts_as_done(tmp_path):
     (done / "3.train").write_text("")  # written by `touch` in earlier versions
     _, calls = run("--systems", "a b", "--stop_stage", "3")
     assert trained(calls) == []
+
+
+def test_other_decoding_options_decode_score_and_report_again(tmp_path):
+    run = make_recipe(tmp_path)
+    run("--systems", "a b")
+    output, calls = run("--systems", "a b")
+    assert calls == []  # a rerun with the same options: nothing to do
+    output, calls = run("--systems", "a b", "--decode_args", "--beam_size=4")
+    assert "decoding options changed since the last decode" in output
+    assert trained(calls) == []  # training is not redone
+    decoded = [c for c in calls if "decode.py" in c]
+    assert len(decoded) == 2 and all("--beam_size=4" in c for c in decoded)
+    assert len([c for c in calls if "mowe score" in c]) == 2
+    assert any("report.py" in c for c in calls)
+    output, calls = run("--systems", "a b", "--decode_args", "--beam_size=4")
+    assert calls == []  # the new options are recorded
+
+
+def test_a_decode_from_before_options_were_recorded_is_not_redone(tmp_path):
+    run = make_recipe(tmp_path)
+    run("--systems", "a b")
+    (tmp_path / "exp" / "t" / ".done" / "4.decode.options").unlink()
+    output, calls = run("--systems", "a b")
+    assert calls == [] and (tmp_path / "exp" / "t" / ".done" / "4.decode.options").exists()
 
 
 def sweep(*args, timeout=60):
