@@ -34,6 +34,69 @@ def split_overrides_files(argv):
     return rest, files
 
 
+def merge_repeated_overrides(argv):
+    """Join repeated ``--KEY=VALUE`` options into one, where the later one wins.
+
+    A recipe's systems pass their own ``--spec={...}`` and a user's ``--train_args`` may
+    add another; given twice, SpeechBrain's parser would write the key twice into one YAML
+    document, which does not load. Mappings are merged key by key (recursively), so
+    ``--spec={mixture: null}`` then ``--spec={routing_selected_weight: one}`` sets both;
+    any other repeated option keeps its last value. The joined option stays where the
+    first one was.
+
+    >>> merge_repeated_overrides(["t.yaml", "--spec={a: 1, b: {c: 2}}", "--lr=1",
+    ...                           "--spec={b: {d: 3}}", "--lr=2"])
+    ['t.yaml', '--spec={a: 1, b: {c: 2, d: 3}}', '--lr=2']
+    """
+    import ruamel.yaml
+    from hyperpyyaml.core import recursive_update
+
+    names = [arg[2:].split("=", 1)[0] if arg.startswith("--") and "=" in arg else None
+             for arg in argv]
+    repeated = {name for name in names if name and names.count(name) > 1}
+    if not repeated:
+        return list(argv)
+    yaml = ruamel.yaml.YAML(typ="safe")
+    merged, out = {}, []
+    for arg, name in zip(argv, names):
+        if name not in repeated:
+            out.append(arg)
+            continue
+        value = arg.split("=", 1)[1]
+        try:
+            document = yaml.load(value)
+        except ruamel.yaml.YAMLError:
+            document = None
+        if name in merged and isinstance(document, dict) and isinstance(merged[name], dict):
+            recursive_update(merged[name], document)
+        else:
+            if name not in merged:
+                out.append((name,))  # a placeholder where the first one was
+            merged[name] = document if isinstance(document, dict) else value
+    result = []
+    for item in out:
+        if isinstance(item, tuple):
+            value = merged[item[0]]
+            if isinstance(value, dict):
+                value = _flow_yaml(value)
+            result.append(f"--{item[0]}={value}")
+        else:
+            result.append(item)
+    return result
+
+
+def _flow_yaml(mapping):
+    """A mapping as one line of YAML flow style (``{a: 1, b: {c: 2}}``)."""
+    import ruamel.yaml
+
+    yaml = ruamel.yaml.YAML()
+    yaml.default_flow_style = True
+    yaml.width = 10 ** 6
+    out = io.StringIO()
+    yaml.dump(mapping, out)
+    return out.getvalue().strip()
+
+
 def merge_overrides(files, cli_overrides):
     """One YAML overrides document: the files in order, then the command line's.
 
@@ -221,6 +284,7 @@ def load_recipe_hparams(argv):
     from hyperpyyaml import load_hyperpyyaml
 
     argv, override_files = split_overrides_files(argv)
+    argv = merge_repeated_overrides(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if override_files:
         overrides = merge_overrides(override_files, overrides)
