@@ -329,5 +329,22 @@ def report_skips(brain):
                        brain.skipped_steps)
 
 
+def close_process_group():
+    """Tear the DDP process group down before the interpreter exits, as PyTorch asks.
+
+    Left to the exit-time destructors, a rank that finished training could abort on its
+    way out ("terminate called without an active exception", exit code -6 under torchrun)
+    when the machine was loaded, failing a run whose checkpoints were all written.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        status = main(sys.argv[1:])
+    finally:
+        close_process_group()
+    sys.exit(status)

@@ -88,7 +88,7 @@ def test_pretrained_specialists_load_into_the_specialist_pool(tiny_models, tmp_p
 
 
 def test_a_missing_or_foreign_specialist_is_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="mowe.train.specialists"):
+    with pytest.raises(FileNotFoundError, match="mowe specialists"):
         load_small_encoder(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"kind": "small", "d_model": "__import__"}))
     (tmp_path / "encoder.safetensors").write_bytes(b"")
