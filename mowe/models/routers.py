@@ -30,7 +30,8 @@ Choices the equations leave open, as options (defaults: the paper, literally):
   ``"one"`` mixes the selected encoder's features at weight 1 in the forward pass and
   passes the gradient to ``p`` as if the weight were ``p`` (straight-through), so the
   router still learns from the next-token loss; the routing losses are computed on the
-  paper's weights either way. Not the paper's: an option for the diagnosis.
+  paper's weights either way. Not the paper's: an option for the diagnosis, where it did
+  worse than the paper's mixing over three seeds (``egs/synthetic/RESULTS.md``).
 * ``reduction`` of :func:`mowe_loss`: ``"half_sum"`` (Eq. 6's 1/2 for any router set,
   so a single router's loss is halved) or ``"mean"`` (the mean over the routers: equal
   to Eq. 6 for two routers, the full loss for one).
