@@ -43,7 +43,8 @@ from tqdm import tqdm
 
 from mowe.utils.atomic import OutputPathError, check_writable, write_text_atomic
 from mowe.data.precomputed_features import FeatureCacheError, open_cache
-from mowe.recipe.hparams import dataset, decode_settings, load_recipe_hparams
+from mowe.recipe.hparams import (dataset, decode_settings, load_recipe_hparams, parse_shard,
+                                 pop_option)
 from mowe.train.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
 from mowe.train.threads import ThreadShare
 
@@ -90,30 +91,6 @@ def check_checkpoint_stamp(hyp_file, checkpoint_path, generation=None):
         os.replace(hyp_file, hyp_file + ".stale")
     write_text_atomic(stamp, "\n".join(current) + "\n")
     return stale
-
-
-def pop_option(argv, name):
-    """Remove ``--name=value`` / ``--name value`` from ``argv``; return the value."""
-    for index, arg in enumerate(argv):
-        if arg == f"--{name}" and index + 1 < len(argv):
-            value = argv[index + 1]
-            del argv[index:index + 2]
-            return value
-        if arg.startswith(f"--{name}="):
-            del argv[index]
-            return arg.split("=", 1)[1]
-    return None
-
-
-def parse_shard(text):
-    """``"2/4"`` -> ``(2, 4)``."""
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        sys.exit(f"error: --shard must look like 2/4, not {text!r}")
-    if not 1 <= index <= count:
-        sys.exit(f"error: shard {index} of {count} does not exist")
-    return index, count
 
 
 def shard_file(hyp_file, index, count):

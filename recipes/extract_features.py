@@ -24,20 +24,9 @@ import time
 import torch
 
 from mowe.data.precomputed_features import FeatureCache, FeatureCacheError, cache_blockers, extract, shard_marker
-from mowe.recipe.hparams import dataset, load_recipe_hparams, pop_option
+from mowe.recipe.hparams import dataset, load_recipe_hparams, parse_shard, pop_option
 
 logger = logging.getLogger("mowe.data.precomputed_features")
-
-
-def parse_shard(text):
-    """``"2/4"`` -> ``(2, 4)``."""
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        sys.exit(f"error: --shard must look like 2/4, not {text!r}")
-    if not 1 <= index <= count:
-        sys.exit(f"error: shard {index} of {count} does not exist")
-    return index, count
 
 
 def declared_blockers(argv):

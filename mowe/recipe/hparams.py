@@ -264,6 +264,22 @@ def pop_option(argv, name):
     return None
 
 
+def parse_shard(text):
+    """``--shard J/N`` of an entry point: ``"2/4"`` -> ``(2, 4)``; a malformed or impossible
+    value ends the program with a one-line error.
+
+    >>> parse_shard("2/4")
+    (2, 4)
+    """
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        sys.exit(f"error: --shard must look like 2/4, not {text!r}")
+    if not 1 <= index <= count:
+        sys.exit(f"error: shard {index} of {count} does not exist")
+    return index, count
+
+
 def load_recipe_hparams(argv):
     """Parse SpeechBrain-style arguments and load the recipe YAML.
 
