@@ -10,7 +10,9 @@ come from ``--decode_config`` (a recipe's ``conf/decode.yaml``) and are overridd
 by one on the command line; unset ones keep greedy search and the YAML's
 ``max_new_tokens``.
 
-Loads the best checkpoint (lowest validation loss) from the YAML's checkpointer and
+Loads the best checkpoint (lowest validation loss) from the YAML's checkpointer, or with
+``--checkpoint_epoch=N`` the one saved at the end of epoch N (kept when training ran with
+``keep_epoch_checkpoints: true``; for learning curves), and
 writes one line per utterance: ``{"id", "task", "instruction", "hyp", "ref",
 "selected"}`` (``selected``: weak encoder chosen per router, or null). Each line is
 flushed and synced as it is written; rerunning skips utterances already in the file
@@ -45,6 +47,7 @@ from mowe.utils.atomic import OutputPathError, check_writable, write_text_atomic
 from mowe.data.precomputed_features import FeatureCacheError, open_cache
 from mowe.recipe.hparams import (dataset, decode_settings, load_recipe_hparams, parse_shard,
                                  pop_option)
+from mowe.train.checkpoints import recover_epoch, saved_epochs
 from mowe.train.resume import EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag
 from mowe.train.threads import ThreadShare
 
@@ -148,6 +151,9 @@ def decode(argv):
     shard = pop_option(argv, "shard")
     shard = parse_shard(shard) if shard else None
     feature_root = pop_option(argv, "feature_cache")
+    checkpoint_epoch = pop_option(argv, "checkpoint_epoch")
+    if checkpoint_epoch is not None and not checkpoint_epoch.isdigit():
+        sys.exit(f"error: --checkpoint_epoch must be an epoch number, got {checkpoint_epoch!r}")
     argv, generate_kwargs = decode_settings(argv)
     _, run_opts, _, hparams = load_recipe_hparams(argv)
     generate_kwargs.setdefault("max_new_tokens", hparams["max_new_tokens"])
@@ -159,9 +165,17 @@ def decode(argv):
         logger.info("decoding with the spec's weights, no autocast: --precision=%s applies "
                     "to training only", precision)
     model = hparams["model"].to(device).eval()
-    checkpoint = hparams["checkpointer"].recover_if_possible(min_key="loss")
-    if checkpoint is None:
-        sys.exit(f"error: no checkpoint in {hparams['save_folder']}: train first")
+    if checkpoint_epoch is None:
+        checkpoint = hparams["checkpointer"].recover_if_possible(min_key="loss")
+        if checkpoint is None:
+            sys.exit(f"error: no checkpoint in {hparams['save_folder']}: train first")
+    else:
+        checkpoint = recover_epoch(hparams["checkpointer"], checkpoint_epoch)
+        if checkpoint is None:
+            kept = saved_epochs(hparams["checkpointer"])
+            sys.exit(f"error: no checkpoint of epoch {checkpoint_epoch} in "
+                     f"{hparams['save_folder']} (epochs kept: {kept or 'none'}); train with "
+                     "--keep_epoch_checkpoints=True to keep every epoch's")
     hyp_file = hparams["hyp_file"]
     if shard:
         hyp_file = shard_file(hyp_file, *shard)

@@ -235,3 +235,25 @@ def make_brain(model, tmp_path=None, **hparams):
     return MoWEBrain(modules={"model": model},
                      opt_class=lambda params: torch.optim.Adam(params, lr=1e-2),
                      hparams=settings, run_opts={"device": "cpu"}, checkpointer=checkpointer)
+
+
+def noise_manifest(folder, count, seed):
+    """A manifest of ``count`` noise clips (alternately ASR and ER) under ``folder``."""
+    import json
+
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    entries = {}
+    for i in range(count):
+        path = folder / f"clip{seed}_{i}.wav"
+        samples = int(rng.integers(4000, 12000))
+        soundfile.write(path, (rng.standard_normal(samples) * 0.1).astype("float32"), 16000)
+        task = ["asr", "er"][i % 2]
+        entries[f"s{seed}_{i}"] = {"wav": str(path), "duration": samples / 16000, "task": task,
+                                   "instruction": "Transcribe." if task == "asr" else "Emotion?",
+                                   "answer": "hello" if task == "asr" else "joy"}
+    path = folder / f"manifest{seed}.json"
+    path.write_text(json.dumps(entries))
+    return str(path)

@@ -42,6 +42,7 @@ import speechbrain as sb
 import torch
 
 from mowe.data.collate import SkipUnreadableClips
+from mowe.train.checkpoints import not_an_epoch_checkpoint
 from mowe.train.param_groups import (ParamGroupError, add_group_warmups, build_param_groups,
                                log_param_groups)
 from mowe.train.resume import (EXIT_PREEMPTED, CheckpointFormatError, PreemptionFlag, RandomStates,
@@ -435,8 +436,10 @@ class MoWEBrain(sb.Brain):
                             getattr(self, "train_stats", None), stats)
             if self.checkpointer is not None:
                 self._check_parameters_finite()
-                self.checkpointer.save_and_keep_only(meta={"loss": stats["loss"]},
-                                                     min_keys=["loss"])
+                keep_epochs = getattr(self.hparams, "keep_epoch_checkpoints", False)
+                self.checkpointer.save_and_keep_only(
+                    meta={"loss": stats["loss"], "epoch": epoch}, min_keys=["loss"],
+                    ckpt_predicate=not_an_epoch_checkpoint if keep_epochs else None)
             # a signal during validation: the epoch's checkpoint is now on disk
             self._exit_if_preempted(save=False)
         elif train_logger is not None:

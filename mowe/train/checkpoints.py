@@ -91,3 +91,37 @@ class AtomicCheckpointer(Checkpointer):
                 logger.warning("removing %s: incomplete (its save was interrupted)",
                                entry.path)
                 shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def not_an_epoch_checkpoint(checkpoint):
+    """Deletion filter when every epoch's checkpoint is kept (``keep_epoch_checkpoints``).
+
+    Only checkpoints without an ``epoch`` in their meta (intra-epoch ones) may be deleted,
+    so learning curves can be scored from each epoch's weights afterwards.
+    """
+    return "epoch" not in checkpoint.meta
+
+
+def recover_epoch(checkpointer, epoch):
+    """Load the checkpoint saved at the end of ``epoch``; None if there is none.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The experiment's checkpointer.
+    epoch : int
+        Epoch number as logged in ``train_log.txt`` (1-based).
+
+    Returns
+    -------
+    speechbrain.utils.checkpoints.Checkpoint or None
+    """
+    epoch = int(epoch)
+    return checkpointer.recover_if_possible(
+        ckpt_predicate=lambda checkpoint: checkpoint.meta.get("epoch") == epoch)
+
+
+def saved_epochs(checkpointer):
+    """Epoch numbers of the end-of-epoch checkpoints on disk, sorted."""
+    return sorted(checkpoint.meta["epoch"] for checkpoint in checkpointer.list_checkpoints()
+                  if "epoch" in checkpoint.meta)

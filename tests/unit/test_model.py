@@ -4,13 +4,11 @@ MoWEBrain training it."""
 import json
 import os
 
-import numpy as np
 import pytest
-import soundfile
 import speechbrain as sb
 import torch
 
-from conftest import load_spec, make_brain, padded_batch
+from conftest import load_spec, make_brain, noise_manifest, padded_batch
 from mowe.train.brain import MoWEBrain
 from mowe.models.audio_llm import IGNORE_INDEX
 
@@ -106,29 +104,13 @@ def test_batched_generation_equals_one_by_one(trained):
         assert alone == [batched[i]]
 
 
-def write_manifest(folder, count, seed):
-    rng = np.random.default_rng(seed)
-    entries = {}
-    for i in range(count):
-        path = folder / f"clip{seed}_{i}.wav"
-        samples = int(rng.integers(4000, 12000))
-        soundfile.write(path, (rng.standard_normal(samples) * 0.1).astype("float32"), 16000)
-        task = ["asr", "er"][i % 2]
-        entries[f"s{seed}_{i}"] = {"wav": str(path), "duration": samples / 16000, "task": task,
-                                   "instruction": "Transcribe." if task == "asr" else "Emotion?",
-                                   "answer": "hello" if task == "asr" else "joy"}
-    path = folder / f"manifest{seed}.json"
-    path.write_text(json.dumps(entries))
-    return str(path)
-
-
 def test_brain_fit_logs_parts_routing_and_saves_small_checkpoints(tiny_models, tmp_path):
     from mowe.data import make_dataset
 
     torch.manual_seed(0)
     model = load_spec(tiny_models)["model"]
-    train = make_dataset(write_manifest(tmp_path, 6, 0))
-    valid = make_dataset(write_manifest(tmp_path, 4, 1))
+    train = make_dataset(noise_manifest(tmp_path, 6, 0))
+    valid = make_dataset(noise_manifest(tmp_path, 4, 1))
     stats_file = tmp_path / "routing.json"
     steps = []
     from mowe.train.dashboards import RunDashboard
