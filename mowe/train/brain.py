@@ -187,14 +187,15 @@ class MoWEBrain(sb.Brain):
         return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
     def optimizers_step(self):
-        """The parent's step, unless this window's loss or any gradient is non-finite
+        """The parent's step (with the gradient norm clipped over every parameter group:
+        :meth:`_step_clipping_every_group`), unless this window's loss or any gradient is non-finite
         (agreed over DDP processes): then the gradients are dropped and the step is
         skipped and counted; more than ``nonfinite_patience`` in a row stop training."""
         skip = self._agree_any(self._window_nonfinite or not self._gradients_finite())
         self._window_nonfinite = False
         self._last_step_skipped = skip
         if not skip:
-            super().optimizers_step()
+            self._step_clipping_every_group()
             self._skipped_in_a_row = 0
             return
         self.zero_grad(set_to_none=True)
@@ -210,6 +211,38 @@ class MoWEBrain(sb.Brain):
                 f"or gradients (patience --nonfinite_patience={self.nonfinite_patience}); "
                 "stopping. Check the data (recipes/validate_data.py rejects non-finite "
                 "audio) and lower the learning rate; the last good checkpoint is kept.")
+
+    def _step_clipping_every_group(self):
+        """SpeechBrain's optimizer step, with the gradient norm clipped over every group.
+
+        Written out because SpeechBrain (1.1) clips ``opt.param_groups[0]`` only: with
+        ``param_groups`` the first group is the pretrained encoders', so the LoRA,
+        adapter, projection and routers of every system with a trainable pretrained
+        encoder (``baseline_ft``, the pretrained and specialist pools) were never
+        clipped, while a single-group system (``baseline``, ``mowe``) clipped them all.
+        Here one norm is taken over all of an optimizer's parameters, as a single group
+        has it, so every system is clipped the same way.
+        """
+        if self.optimizers_dict is not None:
+            optimizers = self.freeze_optimizers(self.optimizers_dict)
+        elif self.opt_class is not None:
+            optimizers = {"optimizer": self.optimizer}
+        else:
+            return
+        for optimizer in optimizers.values():
+            self.scaler.unscale_(optimizer)
+        for optimizer in optimizers.values():
+            torch.nn.utils.clip_grad_norm_(
+                [p for group in optimizer.param_groups for p in group["params"]],
+                self.max_grad_norm)
+        if not self.scaler.is_enabled() and self.skip_nonfinite_grads:
+            self.check_gradients()
+        for optimizer in optimizers.values():
+            self.scaler.step(optimizer)
+        self.scaler.update()
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
 
     def update_average(self, loss, avg_loss):
         """Running mean over the batches with a finite loss only (the parent's divides

@@ -136,3 +136,40 @@ weak_encoder_pool: !apply:mowe.models.mixture.repeat
     expected = [p for n, p in whisper_pool.named_parameters() if p.requires_grad and
                 n.startswith(("base_encoder.", "mixture.encoders."))]
     assert {id(p) for p in pre["params"]} == {id(p) for p in expected}
+
+
+def test_gradient_clipping_covers_every_group(tiny_models, audio_batch):
+    """One gradient norm over all groups, each group scaled by the same factor: SpeechBrain
+    alone clips only the first group (here the base encoder's), leaving the LoRA,
+    adapter and projection of the other groups unclipped."""
+    torch.manual_seed(0)
+    model = load_spec(tiny_models, freeze_base_encoder=False, lora_dropout=0.0,
+                      weak_encoder_dropout=0.0)["model"]
+    groups = {"pretrained": {"modules": ["pretrained_encoders"], "lr": 1.0e-2}}
+    brain = MoWEBrain(modules={"model": model},
+                      opt_class=functools.partial(torch.optim.SGD, lr=DEFAULT_LR),
+                      hparams={"param_groups": groups, "mowe_loss_weight": 0.1},
+                      run_opts={"device": "cpu"})
+    brain.init_optimizers()
+    assert [len(g["params"]) > 0 for g in brain.optimizer.param_groups] == [True, True]
+    batch = padded_batch(audio_batch)
+    loss = brain.compute_objectives(brain.compute_forward(batch, sb.Stage.TRAIN), batch,
+                                    sb.Stage.TRAIN)
+    loss.backward()
+    params = [p for g in brain.optimizer.param_groups for p in g["params"]]
+    before = [p.detach().clone() for p in params]
+    grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+             for p in params]
+    total_norm = float(torch.cat([g.flatten() for g in grads]).norm())
+    brain.max_grad_norm = total_norm / 4  # every group's step must shrink 4x
+    brain.optimizers_step()
+    index = 0
+    for group in brain.optimizer.param_groups:
+        count = len(group["params"])
+        delta = torch.cat([(b - p.detach()).flatten() for b, p in
+                           zip(before[index:index + count], group["params"])]).double()
+        grad = torch.cat([g.flatten() for g in grads[index:index + count]]).double()
+        index += count
+        scale = float(delta @ grad / (grad @ grad)) / group["lr"]
+        assert scale == pytest.approx(0.25, rel=0.02), \
+            f"a group with lr {group['lr']} was scaled by {scale:.3g}"
