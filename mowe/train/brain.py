@@ -75,6 +75,7 @@ class MoWEBrain(sb.Brain):
         self.resumed_train_stats = None
         self.preemption = PreemptionFlag()
         self.unreadable_clips = SkipUnreadableClips()
+        self._grad_norms = []  # pre-clipping gradient norm of each optimizer step this epoch
         self.skipped_steps = 0  # optimizer steps skipped for non-finite values, in total
         self._skipped_in_a_row = 0
         self._window_nonfinite = False  # a non-finite loss since the last optimizer step
@@ -232,9 +233,10 @@ class MoWEBrain(sb.Brain):
         for optimizer in optimizers.values():
             self.scaler.unscale_(optimizer)
         for optimizer in optimizers.values():
-            torch.nn.utils.clip_grad_norm_(
+            norm = torch.nn.utils.clip_grad_norm_(
                 [p for group in optimizer.param_groups for p in group["params"]],
                 self.max_grad_norm)
+            self._grad_norms.append(float(norm))  # before clipping; logged per epoch
         if not self.scaler.is_enabled() and self.skip_nonfinite_grads:
             self.check_gradients()
         for optimizer in optimizers.values():
@@ -387,6 +389,8 @@ class MoWEBrain(sb.Brain):
         """Fresh loss-part and routing trackers for the stage (or, for a training
         epoch resumed mid-way, the trackers saved in its checkpoint)."""
         self.current_epoch = epoch
+        if stage == sb.Stage.TRAIN:
+            self._grad_norms = []  # a resumed epoch logs the norms of its steps after resuming
         # a training epoch resumed mid-way continues its running mean over self.step batches
         self._finite_batches = self.step if stage == sb.Stage.TRAIN else 0
         self._nonfinite_batches = self._empty_batches = 0
@@ -404,6 +408,12 @@ class MoWEBrain(sb.Brain):
         """Loss, loss parts and routing proportions of a finished stage."""
         stats = {"loss": float(stage_loss)}
         stats.update(self.loss_parts[stage].averages())
+        if stage == sb.Stage.TRAIN and self._grad_norms:
+            # gradient norm before clipping, mean over the epoch's optimizer steps, and the
+            # share of steps max_grad_norm clipped
+            stats["grad_norm"] = sum(self._grad_norms) / len(self._grad_norms)
+            stats["clipped"] = (sum(norm > self.max_grad_norm for norm in self._grad_norms)
+                                / len(self._grad_norms))
         if self._nonfinite_batches:
             stats["nonfinite_batches"] = self._nonfinite_batches
         return stats

@@ -130,6 +130,8 @@ def test_brain_fit_logs_parts_routing_and_saves_small_checkpoints(tiny_models, t
         assert {"loss", "next_token", "mowe", "mowe_indep_ent", "mowe_dep_ent",
                 "mowe_dep_div"} <= set(stats)
         assert stats["loss"] == pytest.approx(stats["next_token"] + 0.1 * stats["mowe"], rel=0.05)
+        # the pre-clipping gradient norm and the share of clipped steps are logged
+        assert stats["grad_norm"] > 0 and 0.0 <= stats["clipped"] <= 1.0
     routing = json.loads(stats_file.read_text())
     assert set(routing) == {"asr", "er"}
     # TensorBoard: step loss and lr, the epoch's loss parts, valid metrics, routing shares

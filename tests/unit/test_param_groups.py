@@ -162,7 +162,9 @@ def test_gradient_clipping_covers_every_group(tiny_models, audio_batch):
              for p in params]
     total_norm = float(torch.cat([g.flatten() for g in grads]).norm())
     brain.max_grad_norm = total_norm / 4  # every group's step must shrink 4x
+    brain._grad_norms = []
     brain.optimizers_step()
+    assert brain._grad_norms == [pytest.approx(total_norm, rel=1e-4)]  # logged per epoch
     index = 0
     for group in brain.optimizer.param_groups:
         count = len(group["params"])
