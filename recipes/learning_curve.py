@@ -15,14 +15,12 @@ and ``curve.md``: per epoch, the learning rate, training and validation loss of
 """
 
 import argparse
-import glob
 import json
 import os
 import re
 import subprocess
 import sys
 
-import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,14 +30,13 @@ class CurveError(RuntimeError):
 
 
 def kept_epochs(save_folder):
-    """Epoch numbers of the end-of-epoch checkpoints under ``save_folder``, sorted."""
-    epochs = []
-    for meta_file in glob.glob(os.path.join(save_folder, "CKPT+*", "CKPT.yaml")):
-        with open(meta_file, encoding="utf-8") as handle:
-            meta = yaml.safe_load(handle) or {}  # data, not code: never yaml.load
-        if isinstance(meta.get("epoch"), int):
-            epochs.append(meta["epoch"])
-    return sorted(set(epochs))
+    """Epoch numbers of the end-of-epoch checkpoints under ``save_folder``, sorted
+    (:func:`mowe.train.checkpoints.saved_epochs`; no folder is created for a missing one)."""
+    if not os.path.isdir(save_folder):
+        return []
+    from mowe.train.checkpoints import AtomicCheckpointer, saved_epochs
+
+    return saved_epochs(AtomicCheckpointer(save_folder))
 
 
 def read_train_log(path):
