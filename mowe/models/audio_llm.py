@@ -19,8 +19,10 @@ from speechbrain.utils.checkpoints import (mark_as_loader, mark_as_saver,
                                            register_checkpoint_hooks)
 
 from mowe.models.encoders import trim_batch
+from mowe.models.residual_start import build_as_baseline
 
 IGNORE_INDEX = -100
+MOWE_FEATURE_INITS = ("random", "zero")
 logger = logging.getLogger(__name__)
 
 
@@ -122,6 +124,13 @@ class AudioLLM(nn.Module):
         sequence (its cost grows with the square of the batch's total length): turn it
         off for long sequences on an accelerator. Used with ``answer_only_lm_head`` and an
         LLM on transformers' SDPA or eager attention (padded rows otherwise).
+    mowe_feature_init : str
+        How the adapter starts on the MoWE features. ``random``: PyTorch's default
+        initialisation over the whole concatenation ``[z_base ; z_MoWE]``. ``zero``: a
+        residual start (:mod:`mowe.models.residual_start`): the model starts as its
+        base-only baseline does for the same seed. Exact for the linear and conv
+        adapters; the MoE adapter's expert widths follow its input size, so it gets the
+        zeros only. Ignored without a mixture.
 
     Example
     -------
@@ -131,8 +140,11 @@ class AudioLLM(nn.Module):
 
     def __init__(self, base_encoder, llm, adapter, mixture=None, system_prompt=None,
                  audio_placeholder="<|mowe_audio|>", max_audio_seconds=None,
-                 answer_only_lm_head=True, pack_rows=True):
+                 answer_only_lm_head=True, pack_rows=True, mowe_feature_init="random"):
         super().__init__()
+        if mowe_feature_init not in MOWE_FEATURE_INITS:
+            raise ValueError(f"mowe_feature_init must be one of {list(MOWE_FEATURE_INITS)}, "
+                             f"not {mowe_feature_init!r}")
         self.max_audio_seconds = max_audio_seconds
         self.answer_only_lm_head = answer_only_lm_head and _takes_logits_to_keep(llm)
         # packing needs an attention that takes a 4D mask (not flash-attention-2's 2D)
@@ -140,9 +152,13 @@ class AudioLLM(nn.Module):
         self.pack_rows = pack_rows and \
             getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
         self.base_encoder = base_encoder
-        self.mixture = _build(mixture, base_dim=base_encoder.output_dim)
-        feature_dim = base_encoder.output_dim + (self.mixture.output_dim if self.mixture else 0)
-        self.adapter = _build(adapter, input_dim=feature_dim)
+        base_dim = base_encoder.output_dim
+        if mixture is not None and mowe_feature_init == "zero":
+            self.mixture, self.adapter = build_as_baseline(mixture, adapter, base_dim)
+        else:
+            self.mixture = _build(mixture, base_dim=base_dim)
+            feature_dim = base_dim + (self.mixture.output_dim if self.mixture else 0)
+            self.adapter = _build(adapter, input_dim=feature_dim)
         self.llm = llm
         self.projection = nn.Linear(self.adapter.output_dim, llm.hidden_size)
         self.system_prompt = system_prompt
