@@ -167,19 +167,23 @@ def job_script(words, array, max_requeues=MAX_REQUEUES):
         threads = ('[ -n "${OMP_NUM_THREADS:-}" ] || [ -z "${SLURM_CPUS_PER_TASK:-}" ] || '
                    "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK "
                    "MKL_NUM_THREADS=$SLURM_CPUS_PER_TASK\n")
+    # The traps come first: a signal before the trainer starts is remembered and passed
+    # on once it has (bash would otherwise die of USR1 and lose the requeue).
     return f"""#!/bin/bash
+child="" preempted=0 cancelled=0
+trap 'preempted=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' USR1
+trap 'cancelled=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM
 export {name}=${{SLURM_ARRAY_TASK_ID:-1}}
 {threads}printf '# %s job %s on %s (restart %s): %s\\n' "$(date -Is)" "$SLURM_JOB_ID" "$(hostname)" \\
   "${{SLURM_RESTART_COUNT:-0}}" {shlex.quote(shlex.join(words).replace(marker, name))}
 {command} &
 child=$!
-preempted=0 cancelled=0
-trap 'preempted=1; kill -TERM "$child" 2>/dev/null' USR1
-trap 'cancelled=1; kill -TERM "$child" 2>/dev/null' TERM
-while true; do
-  wait "$child"; code=$?
-  kill -0 "$child" 2>/dev/null || break   # wait was interrupted by a signal: wait again
-done
+# a signal that came before $child was known is passed on now
+[ "$preempted$cancelled" = 00 ] || kill -TERM "$child" 2>/dev/null
+# a trapped signal ends `wait` early (status 128 + signal): wait while the trainer lives,
+# then take its own status (bash keeps it for a finished child)
+while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+wait "$child"; code=$?
 echo "# exit code $code"
 if [ "$cancelled" = 0 ] && [ "$code" -ne 0 ] && \\
    {{ [ "$preempted" = 1 ] || [ "$code" -eq {EXIT_PREEMPTED} ]; }}; then

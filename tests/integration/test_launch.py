@@ -64,8 +64,9 @@ time.sleep(60)
 """
 
 
-def run_batch_script(tmp_path, send, restart_count=0):
-    """Run the batch script of a trainer under bash as Slurm would, send ``send``."""
+def run_batch_script(tmp_path, send, restart_count=0, when="trainer: running"):
+    """Run the batch script of a trainer under bash as Slurm would, send ``send`` as
+    soon as a line starting with ``when`` is out."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol_calls"
@@ -79,11 +80,11 @@ def run_batch_script(tmp_path, send, restart_count=0):
     process = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env)
     line, new = "", ""
-    while new.strip() != "trainer: running":  # the header (which echoes the trainer's
-        new = process.stdout.readline()       # source), then the trainer's own line
+    while not new.startswith(when):  # the header (which echoes the trainer's source),
+        new = process.stdout.readline()  # then the trainer's own line
         assert new, line
         line += new
-    time.sleep(0.2)
+    # no pause: the script's traps are set before the trainer starts
     process.send_signal(send)
     output = line + process.stdout.read()
     process.wait(timeout=30)
@@ -96,6 +97,13 @@ def test_pre_timeout_signal_checkpoints_and_requeues(tmp_path):
     assert "got SIGTERM" in output  # USR1 reaches the command as TERM (torchrun-safe)
     assert code == 75 and "# exit code 75" in output
     assert requeued.strip() == "requeue 4242"
+
+
+def test_a_signal_before_the_trainer_runs_is_not_lost(tmp_path):
+    """Slurm's signal can come while the script is still starting the trainer."""
+    code, output, requeued = run_batch_script(tmp_path, signal.SIGUSR1, when="# ")
+    assert code in (75, 143) and f"# exit code {code}" in output   # 143: killed before
+    assert requeued.strip() == "requeue 4242"                       # its handler was set
 
 
 def test_scancel_terminates_without_requeue(tmp_path):
