@@ -402,8 +402,12 @@ def _stats(url):
 
 
 def test_http_judge_retries_timeouts_parse_failures_and_cache(scripted_judge, tmp_path):
+    # Margins: the client's timeout (4 s) leaves room for the four requests that queue
+    # behind the server's one-at-a-time generation on a loaded machine (1.5 s did not:
+    # every request timed out beside two trainings on 2 cores); the fault delay (10 s)
+    # stays well past it, so the marked requests time out whatever the load.
     server = subprocess.Popen([PYTHON, os.path.join(REPO, "tests", "judge_fault_server.py"),
-                               "--model", scripted_judge, "--delay", "4"],
+                               "--model", scripted_judge, "--delay", "10"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                               cwd=REPO)
     try:
@@ -418,7 +422,7 @@ def test_http_judge_retries_timeouts_parse_failures_and_cache(scripted_judge, tm
                    str(tmp_path / "h.jsonl"), "--out_dir", str(tmp_path / "s"), "--judge",
                    "openai", "--judge_url", url, "--judge_model", "scripted",
                    "--judge_template", str(tmp_path / "template.txt"), "--judge_timeout",
-                   "1.5", "--judge_retries", "1", "--judge_concurrency", "4",
+                   "4", "--judge_retries", "1", "--judge_concurrency", "4",
                    "--judge_max_tokens", "40"]
         start = time.time()
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
