@@ -258,9 +258,14 @@ prepare() {
     $prep_cmd "$exp_dir/log/prepare.log" "${prepare_command[@]}"
   fi
 }
+# The recipe's task names (conf/train.yaml's tasks:) decide which entries are kept, as
+# in training: another task's entries are skipped here, with a count, not later.
 validate() {
+  local tasks_args=()
+  [ -n "${train_config:-}" ] && [ -f "$train_config" ] && tasks_args=(--tasks_from "$train_config")
   $prep_cmd "$exp_dir/log/validate.log" $python "$recipes_dir/validate_data.py" \
-    --manifests "${validate_manifests[@]}" --out_dir "$data_dir/clean" "${validate_args[@]}"
+    --manifests "${validate_manifests[@]}" --out_dir "$data_dir/clean" "${tasks_args[@]}" \
+    "${validate_args[@]}"
   grep -h "kept" "$exp_dir/log/validate.log" | sed 's/^/  /'
 }
 # Features (stage 2, second step): per system (systems sharing a base encoder share its

@@ -3,11 +3,13 @@
 
 Usage: python recipes/validate_data.py --manifests a.json b.json --out_dir DIR
        [--min_duration 0.05] [--duration_tolerance 0.1] [--trim_seconds 30]
+       [--tasks asr er ... | --tasks_from conf/train.yaml]
 
 Each entry is checked field by field (``wav``, ``duration``, ``task`` — one of the known
-tasks —, ``instruction``, ``answer``, optional ``start``/``stop``: presence and type), ids
-must be unique (a repeated id's later entries are skipped), and each clip is decoded the
-way training will read it: a missing, unreadable, empty, non-finite or too-short clip,
+tasks, or of the recipe's ``tasks:`` with ``--tasks_from`` —, ``instruction``,
+``answer``, optional ``start``/``stop``: presence and type), ids must be unique (a
+repeated id's later entries are skipped), and each clip is decoded the way training will
+read it: a missing, unreadable, empty, non-finite or too-short clip,
 or one whose length disagrees with the manifest's duration by more than the tolerance
 (e.g. a truncated file), is left out of ``DIR/<name>.json`` and listed with its reason
 in ``DIR/validation_report.json``. The counts are printed per manifest, with the number
@@ -31,6 +33,7 @@ from mowe.utils.atomic import OutputPathError, write_text_atomic
 from mowe.data import AudioError, ManifestError, load_audio
 from mowe.data.manifest import load_manifest_entries
 from mowe.data.tasks import TASKS
+from mowe.recipe.hparams import recipe_tasks
 
 logger = logging.getLogger("mowe.validate")
 
@@ -96,18 +99,34 @@ def main(argv=None):
                         help="allowed difference between a clip's length and its manifest "
                              "duration, in seconds (or 1%% of the clip, the larger; "
                              "default 0.1)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS),
-                        help=f"task names entries may use (default: {' '.join(TASKS)})")
+    names = parser.add_mutually_exclusive_group()
+    names.add_argument("--tasks", nargs="+", default=None,
+                       help=f"task names entries may use (default: {' '.join(TASKS)})")
+    names.add_argument("--tasks_from", metavar="CONFIG", default=None,
+                       help="take the task names from a recipe YAML's 'tasks:' key (what "
+                            "training will keep; run.sh passes conf/train.yaml); the "
+                            "default names when it has none")
     parser.add_argument("--trim_seconds", type=float, default=None,
                         help="count (and list) the clips longer than this: trimmed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    tasks = tuple(args.tasks or TASKS)
+    if args.tasks_from:
+        if not os.path.isfile(args.tasks_from):
+            print(f"error: --tasks_from {args.tasks_from}: no such file", file=sys.stderr)
+            return 2
+        try:
+            tasks = recipe_tasks(args.tasks_from) or tuple(TASKS)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"task names from {args.tasks_from}: {' '.join(tasks)}")
     names = output_names(args.manifests)
     os.makedirs(args.out_dir, exist_ok=True)
     report = {}
     for manifest in args.manifests:
         try:
-            entries, skipped = load_manifest_entries(manifest, tuple(args.tasks))
+            entries, skipped = load_manifest_entries(manifest, tasks)
         except ManifestError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
@@ -125,8 +144,12 @@ def main(argv=None):
             else:
                 skipped[utt] = reason
                 logger.warning("skipping %s: %s", utt, reason)
+        counts = Counter(reason_kind(reason) for reason in skipped.values())
+        detail = f" ({', '.join(f'{k}: {v}' for k, v in counts.most_common())})" \
+            if counts else ""
         if not kept:
-            print(f"error: no usable clip in {manifest}", file=sys.stderr)
+            print(f"error: no usable clip in {manifest}: skipped {len(skipped)}{detail}; "
+                  f"the task names allowed: {' '.join(tasks)}", file=sys.stderr)
             return 1
         try:
             write_text_atomic(os.path.join(args.out_dir, name),
@@ -134,12 +157,9 @@ def main(argv=None):
         except OutputPathError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        counts = Counter(reason_kind(reason) for reason in skipped.values())
         report[name] = {"manifest": os.path.abspath(manifest), "kept": len(kept),
                         "skipped": len(skipped), "skipped_by_reason": dict(counts),
                         "reasons": skipped}
-        detail = f" ({', '.join(f'{k}: {v}' for k, v in counts.most_common())})" \
-            if counts else ""
         line = f"{name}: kept {len(kept)}, skipped {len(skipped)}{detail}"
         if args.trim_seconds:
             report[name].update(trim_seconds=args.trim_seconds, trimmed=len(trimmed),

@@ -215,6 +215,41 @@ def expand_extends(hparams_file):
     return base, combined_text.getvalue(), own_text.getvalue()
 
 
+def recipe_tasks(hparams_file):
+    """The task names a recipe's YAML declares (its ``tasks:`` key), or None without one.
+
+    The file is read as plain YAML after ``extends`` (:func:`expand_extends`): tags such
+    as ``!new:`` are kept as text, never constructed, so nothing in the file runs. This
+    lets stage 2 (``recipes/validate_data.py --tasks_from``) keep the same entries that
+    training will read.
+
+    Raises
+    ------
+    ValueError
+        If the file is not YAML, or ``tasks`` is not a non-empty list of names.
+    """
+    import ruamel.yaml
+
+    _, combined, _ = expand_extends(hparams_file)
+    yaml = ruamel.yaml.YAML()
+    try:
+        if combined is None:
+            with open(hparams_file, encoding="utf-8") as handle:
+                document = yaml.load(handle)
+        else:
+            document = yaml.load(combined)
+    except ruamel.yaml.YAMLError as error:
+        raise ValueError(f"{hparams_file} is not valid YAML: {error}") from None
+    if not isinstance(document, dict) or document.get("tasks") is None:
+        return None
+    tasks = document["tasks"]
+    if (not isinstance(tasks, list) or not tasks
+            or not all(isinstance(task, str) and task.strip() for task in tasks)):
+        raise ValueError(f"{hparams_file}: 'tasks' must be a non-empty list of task names, "
+                         f"e.g. tasks: [asr, er]; got {tasks!r}")
+    return tuple(str(task) for task in tasks)
+
+
 def check_override_types(hparams_file, overrides, document=None):
     """Exit with one line if a top-level override's type differs from the YAML's value.
 

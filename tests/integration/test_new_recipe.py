@@ -80,6 +80,30 @@ def test_new_recipe_prepares_and_validates_three_clips(tmp_path, new_recipe):
     assert again.returncode == 0 and again.stdout.count("already done") == 3
 
 
+def test_stage_2_keeps_only_the_recipe_tasks(tmp_path, new_recipe):
+    """Stage 2 validates with the recipe's own task names (conf/train.yaml's tasks:), as
+    training reads them: a recipe declared for ER whose data is ASR stops at stage 2,
+    naming the skipped entries' reason and count, instead of training on nothing."""
+    name, target = new_recipe
+    assert subprocess.run(["bash", SCRIPT, name], capture_output=True, timeout=30).returncode == 0
+    config = os.path.join(target, "conf", "train.yaml")
+    text = open(config).read()
+    assert "tasks: [asr, er, aqa, sqa, ac]" in text
+    with open(config, "w") as handle:
+        handle.write(text.replace("tasks: [asr, er, aqa, sqa, ac]", "tasks: [er]"))
+    data = three_clips(tmp_path / "corpus")
+    env = dict(os.environ, MOWE_PYTHON=sys.executable, PYTHONPATH=REPO)
+    run = subprocess.run(["bash", "run.sh", "--data_folder", str(data), "--stage", "1",
+                          "--stop_stage", "2", "--pretrained_dir", str(tmp_path / "none")],
+                         cwd=target, capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode != 0
+    log = open(os.path.join(target, "exp", "default", "log", "validate.log")).read()
+    assert "task names from conf/train.yaml: er" in log
+    assert "no usable clip in data/raw/train.json: skipped 1 (unknown task: 1); the task " \
+        "names allowed: er" in log
+    assert not os.path.isfile(os.path.join(target, "exp", "default", ".done", "2.validate"))
+
+
 @pytest.mark.parametrize("args,message", [
     (["TEMPLATE"], "NAME must be lower-case"),
     (["synthetic"], "already exists"),

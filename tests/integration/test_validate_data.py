@@ -156,6 +156,65 @@ def test_a_recipe_with_its_own_tasks_names_them(tmp_path, clip, capsys):
                               tasks=("pitch",))) == ["a"]
 
 
+def recipe_yaml(folder, tasks_line):
+    """A recipe conf/train.yaml extending a shared one, as egs/TEMPLATE's does; the shared
+    file holds a tag whose construction would fail, to show that nothing is constructed."""
+    (folder / "shared.yaml").write_text("tasks: [asr, er, aqa, sqa, ac]\n"
+                                        "model: !new:no_such_module.Model\n"
+                                        "lr: 0.001\n")
+    (folder / "train.yaml").write_text(f"extends: shared.yaml\n{tasks_line}\n")
+    return folder / "train.yaml"
+
+
+def test_tasks_from_a_recipe_yaml_keep_what_training_keeps(tmp_path, clip, capsys):
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps({"a": good_entry(clip, task="pitch"),
+                                    "b": good_entry(clip, task="asr"),
+                                    "c": good_entry(clip, task="er", answer="happy")}))
+    config = recipe_yaml(tmp_path, "tasks: [pitch, asr]")
+    code, output = validate_in_process(capsys, "--manifests", manifest, "--out_dir",
+                                       tmp_path / "clean", "--tasks_from", config)
+    assert code == 0, output
+    assert "task names from" in output and "pitch asr" in output
+    assert "kept 2, skipped 1 (unknown task: 1)" in output
+    kept = json.loads((tmp_path / "clean" / "train.json").read_text())
+    assert sorted(kept) == ["a", "b"]
+    # a recipe without its own tasks: the shared file's (here the five built-in ones)
+    config = recipe_yaml(tmp_path, "lr: 0.01")
+    code, output = validate_in_process(capsys, "--manifests", manifest, "--out_dir",
+                                       tmp_path / "clean2", "--tasks_from", config)
+    assert code == 0 and "kept 2, skipped 1 (unknown task: 1)" in output
+    assert sorted(json.loads((tmp_path / "clean2" / "train.json").read_text())) == ["b", "c"]
+
+
+@pytest.mark.parametrize("tasks_line,message", [
+    ("tasks: asr", "'tasks' must be a non-empty list of task names"),
+    ("tasks: []", "'tasks' must be a non-empty list of task names"),
+    ("tasks: [asr, 3]", "'tasks' must be a non-empty list of task names"),
+    ("tasks: [asr", "is not valid YAML"),
+])
+def test_tasks_from_refuses_a_bad_tasks_key_in_one_line(tmp_path, clip, capsys, tasks_line,
+                                                        message):
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps({"a": good_entry(clip)}))
+    config = recipe_yaml(tmp_path, tasks_line)
+    code, output = validate_in_process(capsys, "--manifests", manifest, "--out_dir",
+                                       tmp_path / "clean", "--tasks_from", config)
+    assert code == 2 and message in output and "Traceback" not in output
+    assert not (tmp_path / "clean" / "train.json").exists()
+
+
+def test_tasks_from_a_missing_file_and_with_tasks_is_refused(tmp_path, clip):
+    manifest = tmp_path / "train.json"
+    manifest.write_text(json.dumps({"a": good_entry(clip)}))
+    code, output = validate("--manifests", manifest, "--out_dir", tmp_path / "clean",
+                            "--tasks_from", tmp_path / "nope.yaml")
+    assert code == 2 and "no such file" in output and "Traceback" not in output
+    code, output = validate("--manifests", manifest, "--out_dir", tmp_path / "clean",
+                            "--tasks_from", tmp_path / "nope.yaml", "--tasks", "asr")
+    assert code == 2 and "not allowed with argument" in output
+
+
 def test_train_refuses_a_bad_manifest_in_one_line(tmp_path, clip, setup):  # noqa: F811
     pretrained = setup[1]
     (tmp_path / "train.json").write_text(json.dumps({"a": good_entry(clip, answer=42)}))
