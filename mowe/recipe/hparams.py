@@ -230,9 +230,9 @@ def recipe_tasks(hparams_file):
     """
     import ruamel.yaml
 
-    _, combined, _ = expand_extends(hparams_file)
     yaml = ruamel.yaml.YAML()
-    try:
+    try:  # a shared (extended) file that is not YAML is reported here too
+        _, combined, _ = expand_extends(hparams_file)
         if combined is None:
             with open(hparams_file, encoding="utf-8") as handle:
                 document = yaml.load(handle)
